@@ -85,7 +85,8 @@ mod tests {
     fn round_trip_keeps_unknown_keys() {
         let mut card = ModelCard::new("x");
         card.multiple_of = 4;
-        card.extra.insert("future".into(), serde_json::json!([1, 2]));
+        card.extra
+            .insert("future".into(), serde_json::json!([1, 2]));
         let back = ModelCard::from_json(&card.to_json()).expect("parses");
         assert_eq!(back, card);
     }
@@ -94,6 +95,9 @@ mod tests {
     fn missing_fields_take_defaults() {
         let card = ModelCard::from_json(r#"{"name":"n"}"#).expect("parses");
         assert_eq!(card.multiple_of, 1);
-        assert!(ModelCard::from_json(r#"{"multiple_of":2}"#).is_err(), "name is required");
+        assert!(
+            ModelCard::from_json(r#"{"multiple_of":2}"#).is_err(),
+            "name is required"
+        );
     }
 }

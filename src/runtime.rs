@@ -1,1 +1,517 @@
-//! (in progress)
+//! Running a generator through ONNX Runtime: finding the ONNX Runtime library, choosing the
+//! execution provider, and one inference call on a padded NCHW tensor.
+//!
+//! ONNX Runtime is loaded at run time (`ort`'s `load-dynamic`), so the same binary runs on a CPU
+//! machine with the plain `onnxruntime` library and on a GPU host with `onnxruntime-gpu`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ort::environment::Environment;
+use ort::ep::{self, ExecutionProvider};
+use ort::session::Session;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::value::TensorRef;
+
+use crate::card::{INPUT_NAME, OUTPUT_NAME};
+use crate::model::Model;
+
+/// Environment variable naming the ONNX Runtime shared library (checked before `ORT_DYLIB_PATH`).
+pub const ORT_LIBRARY_ENV: &str = "DERAIN_ORT_LIBRARY";
+
+/// Which execution provider runs the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Provider {
+    /// TensorRT, then CUDA, then the CPU: the first that loads.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+    TensorRt,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 4] = [
+        Provider::Auto,
+        Provider::Cpu,
+        Provider::Cuda,
+        Provider::TensorRt,
+    ];
+
+    /// The lower-case name used in properties and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Auto => "auto",
+            Provider::Cpu => "cpu",
+            Provider::Cuda => "cuda",
+            Provider::TensorRt => "tensorrt",
+        }
+    }
+
+    pub fn is_gpu(self) -> bool {
+        matches!(self, Provider::Cuda | Provider::TensorRt)
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Provider {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Provider::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown provider '{s}': expected auto, cpu, cuda or tensorrt"))
+    }
+}
+
+/// How to build an inference session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionOptions {
+    pub provider: Provider,
+    /// CUDA device for the GPU providers.
+    pub device_id: i32,
+    /// Intra-op threads on the CPU; 0 lets ONNX Runtime choose (one per core).
+    pub threads: usize,
+    /// Where TensorRT keeps built engines; `None` uses [`default_trt_cache_dir`].
+    pub trt_cache_dir: Option<PathBuf>,
+    /// Build FP16 TensorRT engines.
+    pub trt_fp16: bool,
+    /// The ONNX Runtime library to load; `None` searches (see [`init_ort`]).
+    pub ort_library: Option<PathBuf>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            provider: Provider::Auto,
+            device_id: 0,
+            threads: 0,
+            trt_cache_dir: None,
+            trt_fp16: false,
+            ort_library: None,
+        }
+    }
+}
+
+/// What went wrong while setting up or running inference.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "ONNX Runtime library not found or not loadable; tried: {tried}. Run `make setup`, or \
+         point {ORT_LIBRARY_ENV} (or the `ort-library` setting) at libonnxruntime.so"
+    )]
+    LibraryNotFound { tried: String },
+    #[error(
+        "the {provider} provider is not available: {reason}. Install the GPU build of ONNX Runtime \
+         (`make setup GPU=1`) and point {ORT_LIBRARY_ENV} at it, or use provider=cpu/auto"
+    )]
+    ProviderUnavailable { provider: Provider, reason: String },
+    #[error("ONNX Runtime could not load model '{origin}' with the {provider} provider: {reason}")]
+    Session {
+        origin: String,
+        provider: Provider,
+        reason: String,
+    },
+    #[error("inference failed on model '{origin}': {reason}")]
+    Run { origin: String, reason: String },
+}
+
+/// The ONNX Runtime library this process loaded and its environment (ONNX Runtime can be loaded,
+/// and its environment built, once per process; the environment lives as long as the process).
+static LOADED: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
+
+/// The library the set-up script prepared when this crate was built (absolute path), if any.
+fn build_time_library() -> Option<PathBuf> {
+    option_env!("ORT_DYLIB_PATH").map(PathBuf::from)
+}
+
+/// Where `make install` puts the ONNX Runtime library.
+pub fn installed_library() -> Option<PathBuf> {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+    Some(data.join("derain/lib/libonnxruntime.so"))
+}
+
+/// The places searched for ONNX Runtime, in order: the explicit path, `DERAIN_ORT_LIBRARY`,
+/// `ORT_DYLIB_PATH`, the library the set-up prepared at build time, the installed copy, and the
+/// system's library search path.
+pub fn library_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(p) = explicit {
+        out.push(p.to_path_buf());
+        // An explicit choice is not second-guessed by the search below.
+        return out;
+    }
+    for var in [ORT_LIBRARY_ENV, "ORT_DYLIB_PATH"] {
+        if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            out.push(PathBuf::from(v));
+        }
+    }
+    out.extend(build_time_library());
+    out.extend(installed_library());
+    out.push(PathBuf::from("libonnxruntime.so"));
+    out.dedup();
+    out
+}
+
+/// Loads ONNX Runtime once for the process and returns the library's path. Later calls return the
+/// library already loaded (with a warning when they asked for a different one).
+pub fn init_ort(explicit: Option<&Path>) -> Result<PathBuf, RuntimeError> {
+    environment(explicit).map(|(path, _)| path)
+}
+
+fn environment(explicit: Option<&Path>) -> Result<(PathBuf, Environment), RuntimeError> {
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((path, env)) = loaded.as_ref() {
+        if let Some(want) = explicit
+            && want != path
+        {
+            log::warn!(
+                "ONNX Runtime is already loaded from {} in this process; ignoring {}",
+                path.display(),
+                want.display()
+            );
+        }
+        return Ok((path.clone(), env.clone()));
+    }
+    let mut tried = Vec::new();
+    for candidate in library_candidates(explicit) {
+        // A bare file name is left to the dynamic loader's search path; a path must exist.
+        if candidate.components().count() > 1 && !candidate.exists() {
+            tried.push(format!("{} (no such file)", candidate.display()));
+            continue;
+        }
+        let built = ort::init_from(&candidate)
+            .map_err(|e| e.to_string())
+            .and_then(|b| b.with_name("derain").build().map_err(|e| e.to_string()));
+        match built {
+            Ok(env) => {
+                log::info!("loaded ONNX Runtime from {}", candidate.display());
+                *loaded = Some((candidate.clone(), env.clone()));
+                return Ok((candidate, env));
+            }
+            Err(e) => tried.push(format!("{} ({e})", candidate.display())),
+        }
+    }
+    Err(RuntimeError::LibraryNotFound {
+        tried: tried.join("; "),
+    })
+}
+
+/// The default TensorRT engine cache: `$XDG_CACHE_HOME/derain/tensorrt` (or `~/.cache/...`).
+pub fn default_trt_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("derain/tensorrt")
+}
+
+/// Sessions alive in this process: lets tests (and users) check that restarts leak none.
+static OPEN_SESSIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many [`Generator`]s (ONNX Runtime sessions) are alive in this process.
+pub fn open_sessions() -> usize {
+    OPEN_SESSIONS.load(Ordering::SeqCst)
+}
+
+/// A generator ready to run: one ONNX Runtime session on one provider.
+pub struct Generator {
+    session: Session,
+    origin: String,
+    provider: Provider,
+    multiple_of: u32,
+}
+
+impl fmt::Debug for Generator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Generator")
+            .field("origin", &self.origin)
+            .field("provider", &self.provider)
+            .finish()
+    }
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        OPEN_SESSIONS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Generator {
+    /// Builds a session for `model` on the provider `options` ask for. `auto` tries TensorRT, CUDA
+    /// and the CPU in turn and logs each fallback; an explicit GPU provider that cannot load is an
+    /// error, never a silent fall back to the CPU.
+    pub fn new(model: &Model, options: &SessionOptions) -> Result<Self, RuntimeError> {
+        let (_, env) = environment(options.ort_library.as_deref())?;
+        let order: &[Provider] = match options.provider {
+            Provider::Auto => &[Provider::TensorRt, Provider::Cuda, Provider::Cpu],
+            Provider::Cpu => &[Provider::Cpu],
+            Provider::Cuda => &[Provider::Cuda],
+            Provider::TensorRt => &[Provider::TensorRt],
+        };
+        let mut last_err = None;
+        for &provider in order {
+            match build_session(&env, model, options, provider) {
+                Ok(session) => {
+                    log::info!(
+                        "model '{}' runs on the {provider} provider (asked for {})",
+                        model.origin(),
+                        options.provider
+                    );
+                    OPEN_SESSIONS.fetch_add(1, Ordering::SeqCst);
+                    return Ok(Self {
+                        session,
+                        origin: model.origin().to_string(),
+                        provider,
+                        multiple_of: model.multiple_of(),
+                    });
+                }
+                Err(e) if options.provider == Provider::Auto && provider != Provider::Cpu => {
+                    log::info!("provider auto: {provider} not used ({e}); trying the next");
+                    last_err = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(
+            last_err.unwrap_or_else(|| RuntimeError::ProviderUnavailable {
+                provider: options.provider,
+                reason: "no provider could be tried".into(),
+            }),
+        )
+    }
+
+    /// The provider that really runs the network (never `Auto`).
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// H and W of the tensors given to [`Generator::run`] must be multiples of this.
+    pub fn multiple_of(&self) -> u32 {
+        self.multiple_of
+    }
+
+    /// Runs the network on one `[1,3,h,w]` tensor (`input.len() == 3*h*w`) and hands the output
+    /// tensor, of the same shape, to `consume` without copying it.
+    pub fn run<R>(
+        &mut self,
+        input: &[f32],
+        h: usize,
+        w: usize,
+        consume: impl FnOnce(&[f32]) -> R,
+    ) -> Result<R, RuntimeError> {
+        let run_err = |reason: String| RuntimeError::Run {
+            origin: self.origin.clone(),
+            reason,
+        };
+        if input.len() != 3 * h * w {
+            return Err(run_err(format!(
+                "input has {} values, expected 3x{h}x{w} = {}",
+                input.len(),
+                3 * h * w
+            )));
+        }
+        let shape = [1_usize, 3, h, w];
+        let tensor =
+            TensorRef::from_array_view((shape, input)).map_err(|e| run_err(e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![INPUT_NAME => tensor])
+            .map_err(|e| RuntimeError::Run {
+                origin: self.origin.clone(),
+                reason: e.to_string(),
+            })?;
+        let (out_shape, data) = outputs[OUTPUT_NAME]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| RuntimeError::Run {
+                origin: self.origin.clone(),
+                reason: e.to_string(),
+            })?;
+        if data.len() != input.len() {
+            return Err(RuntimeError::Run {
+                origin: self.origin.clone(),
+                reason: format!("output shape {out_shape:?} differs from input shape {shape:?}"),
+            });
+        }
+        Ok(consume(data))
+    }
+}
+
+fn build_session(
+    env: &Environment,
+    model: &Model,
+    options: &SessionOptions,
+    provider: Provider,
+) -> Result<Session, RuntimeError> {
+    let session_err = |reason: String| RuntimeError::Session {
+        origin: model.origin().to_string(),
+        provider,
+        reason,
+    };
+    let unavailable = |reason: String| RuntimeError::ProviderUnavailable { provider, reason };
+    let mut builder = Session::builder(env)
+        .map_err(|e| session_err(e.to_string()))?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| session_err(e.to_string()))?;
+    if options.threads > 0 {
+        builder = builder
+            .with_intra_threads(options.threads)
+            .map_err(|e| session_err(e.to_string()))?;
+    }
+    builder = match provider {
+        Provider::Auto | Provider::Cpu => builder,
+        Provider::Cuda => {
+            require_compiled::<ep::CUDA>(provider)?;
+            let cuda = ep::CUDA::default()
+                .with_device_id(options.device_id)
+                .build()
+                .error_on_failure();
+            with_providers(builder, vec![cuda]).map_err(unavailable)?
+        }
+        Provider::TensorRt => {
+            require_compiled::<ep::TensorRT>(provider)?;
+            let dir = trt_engine_dir(model, options);
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                unavailable(format!("cannot create engine cache {}: {e}", dir.display()))
+            })?;
+            let trt = ep::TensorRT::default()
+                .with_device_id(options.device_id)
+                .with_fp16(options.trt_fp16)
+                .with_engine_cache(true)
+                .with_engine_cache_path(dir.display())
+                .with_timing_cache(true)
+                .with_timing_cache_path(dir.display())
+                .build()
+                .error_on_failure();
+            // Nodes TensorRT cannot take run on CUDA rather than the CPU.
+            let cuda = ep::CUDA::default()
+                .with_device_id(options.device_id)
+                .build();
+            with_providers(builder, vec![trt, cuda]).map_err(unavailable)?
+        }
+    };
+    builder
+        .commit_from_memory(model.bytes())
+        .map_err(|e| session_err(e.to_string()))
+}
+
+fn with_providers(
+    builder: SessionBuilder,
+    eps: Vec<ep::ExecutionProviderDispatch>,
+) -> Result<SessionBuilder, String> {
+    builder
+        .with_execution_providers(eps)
+        .map_err(|e| e.to_string())
+}
+
+fn require_compiled<E: ExecutionProvider>(provider: Provider) -> Result<(), RuntimeError> {
+    match E::is_available() {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let path = LOADED
+                .lock()
+                .ok()
+                .and_then(|p| p.as_ref().map(|(p, _)| p.display().to_string()))
+                .unwrap_or_default();
+            Err(RuntimeError::ProviderUnavailable {
+                provider,
+                reason: format!("the ONNX Runtime library {path} was built without it"),
+            })
+        }
+        Err(e) => Err(RuntimeError::ProviderUnavailable {
+            provider,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Engines are kept per model (hash) and precision; TensorRT adds the GPU's compute capability to
+/// each engine's file name, so one directory serves several GPUs.
+fn trt_engine_dir(model: &Model, options: &SessionOptions) -> PathBuf {
+    let root = options
+        .trt_cache_dir
+        .clone()
+        .unwrap_or_else(default_trt_cache_dir);
+    let precision = if options.trt_fp16 { "fp16" } else { "fp32" };
+    let hash = model.sha256().get(..16).unwrap_or(model.sha256());
+    root.join(format!("{hash}-{precision}"))
+}
+
+/// Mean absolute difference between the image regions (top-left `h`×`w`) of two `[3,hp,wp]`
+/// tensors, sampling every `step`-th row and column: the per-frame rain level.
+pub fn mean_abs_diff(
+    a: &[f32],
+    b: &[f32],
+    hp: usize,
+    wp: usize,
+    h: usize,
+    w: usize,
+    step: usize,
+) -> f64 {
+    let step = step.max(1);
+    if a.len() < 3 * hp * wp || b.len() < 3 * hp * wp || h > hp || w > wp || h == 0 || w == 0 {
+        return 0.0;
+    }
+    let mut sum = 0.0_f64;
+    let mut count = 0_usize;
+    for c in 0..3 {
+        for y in (0..h).step_by(step) {
+            let row = c * hp * wp + y * wp;
+            let ra = &a[row..row + w];
+            let rb = &b[row..row + w];
+            let mut s = 0.0_f32;
+            for x in (0..w).step_by(step) {
+                s += (ra[x] - rb[x]).abs();
+            }
+            sum += f64::from(s);
+            count += w.div_ceil(step);
+        }
+    }
+    sum / count as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_names_round_trip() {
+        for p in Provider::ALL {
+            assert_eq!(p.as_str().parse::<Provider>(), Ok(p));
+        }
+        assert_eq!("TensorRT".parse::<Provider>(), Ok(Provider::TensorRt));
+        let err = "rocm".parse::<Provider>().unwrap_err();
+        assert!(err.contains("rocm") && err.contains("tensorrt"), "{err}");
+    }
+
+    #[test]
+    fn explicit_library_is_the_only_candidate() {
+        let c = library_candidates(Some(Path::new("/x/libonnxruntime.so")));
+        assert_eq!(c, vec![PathBuf::from("/x/libonnxruntime.so")]);
+        let searched = library_candidates(None);
+        assert_eq!(searched.last(), Some(&PathBuf::from("libonnxruntime.so")));
+    }
+
+    #[test]
+    fn mean_abs_diff_ignores_padding() {
+        // 3 channels of 2x3 padded tensors; the image is the top-left 1x2.
+        let a = vec![0.5_f32; 18];
+        let mut b = vec![0.5_f32; 18];
+        for c in 0..3 {
+            b[c * 6] = 0.7; // inside the image
+            b[c * 6 + 5] = 10.0; // padding
+        }
+        let d = mean_abs_diff(&a, &b, 2, 3, 1, 2, 1);
+        assert!((d - 0.1).abs() < 1e-6, "{d}");
+    }
+}

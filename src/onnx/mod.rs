@@ -1,1 +1,87 @@
-//! (in progress)
+//! An ONNX graph writer: test fixtures (so no test needs Python), randomly initialised generators
+//! for benchmarks, and (later) the trainer's export of trained weights.
+//!
+//! Everything is built from `onnx-protobuf`'s message types and serialised with
+//! `Message::write_to_bytes`; the model card travels in `metadata_props` (DESIGN.md §3).
+
+pub mod builder;
+pub mod fixtures;
+pub mod resnet9;
+
+pub use builder::{
+    Attr, BuildError, DEFAULT_OPSET, Dim, GraphBuilder, MIN_OPSET, ir_version_for_opset, to_bytes,
+    value_info,
+};
+pub use fixtures::FixtureIo;
+pub use resnet9::{Resnet9Config, resnet9, resnet9_random};
+
+/// ONNX Runtime helpers for this module's tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::OnceLock;
+
+    use ort::environment::Environment;
+    use ort::session::Session;
+    use ort::value::TensorRef;
+
+    use crate::card::{INPUT_NAME, OUTPUT_NAME};
+
+    /// The process's ONNX Runtime environment, loaded from `ORT_DYLIB_PATH`; `None` (after a
+    /// printed notice) when the library is missing or cannot be loaded.
+    pub fn ort_env() -> Option<&'static Environment> {
+        static ENV: OnceLock<Option<Environment>> = OnceLock::new();
+        ENV.get_or_init(|| {
+            let path = match std::env::var("ORT_DYLIB_PATH") {
+                Ok(p) if !p.is_empty() => p,
+                _ => {
+                    eprintln!("skipping: ONNX Runtime library not found (ORT_DYLIB_PATH is unset)");
+                    return None;
+                }
+            };
+            let built = ort::init_from(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    b.with_name("derain-onnx-tests")
+                        .build()
+                        .map_err(|e| e.to_string())
+                });
+            match built {
+                Ok(env) => Some(env),
+                Err(e) => {
+                    eprintln!(
+                        "skipping: ONNX Runtime library not found or not loadable ({path}: {e})"
+                    );
+                    None
+                }
+            }
+        })
+        .as_ref()
+    }
+
+    /// A session for `bytes`, or `None` when ONNX Runtime is unavailable. Panics if ONNX Runtime
+    /// is there but refuses the model: that is the failure the tests look for.
+    pub fn ort_session(bytes: &[u8]) -> Option<Session> {
+        let env = ort_env()?;
+        let session = Session::builder(env)
+            .and_then(|mut b| b.commit_from_memory(bytes))
+            .unwrap_or_else(|e| panic!("ONNX Runtime refused the model: {e}"));
+        Some(session)
+    }
+
+    /// Runs `rainy` → `clean` on float32 data; returns the output's shape and values.
+    pub fn run_f32(
+        session: &mut Session,
+        shape: impl AsRef<[usize]>,
+        x: &[f32],
+    ) -> (Vec<usize>, Vec<f32>) {
+        let shape = shape.as_ref().to_vec();
+        let input = TensorRef::from_array_view((shape, x)).expect("input tensor");
+        let outputs = session
+            .run(ort::inputs![INPUT_NAME => input])
+            .expect("inference runs");
+        let (shape, y) = outputs[OUTPUT_NAME]
+            .try_extract_tensor::<f32>()
+            .expect("float32 output");
+        (shape.iter().map(|&d| d as usize).collect(), y.to_vec())
+    }
+}

@@ -1,0 +1,23 @@
+//! GStreamer plugin `derain`: rain removal for driving cameras. Thin on purpose: the element calls
+//! into the `derain` library for model loading, inference and frame conversion.
+#![allow(clippy::non_send_fields_in_send_ty, unused_doc_comments)]
+
+use gst::glib;
+
+mod derain;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    derain::register(plugin)
+}
+
+gst::plugin_define!(
+    derain,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MIT/X11",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    "https://example.invalid/derain",
+    env!("BUILD_REL_DATE")
+);

@@ -1,0 +1,48 @@
+# The two commands a fresh machine needs: `make demo` and `make test`. Each runs the set-up first
+# (Debian packages, the pinned ONNX Runtime and torch wheels in .venv, cargo's environment).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PREFIX_BIN ?= $(HOME)/.local/bin
+GST_USER_PLUGINS ?= $(HOME)/.local/share/gstreamer-1.0/plugins
+DERAIN_LIB ?= $(HOME)/.local/share/derain/lib
+DATA ?= $(abspath ../shared/data)
+
+.PHONY: setup build release test lint demo bench install uninstall clean
+
+setup:
+	@./scripts/setup.sh
+
+build: setup
+	$(CARGO) build --workspace
+
+release: setup
+	$(CARGO) build --workspace --release
+
+test: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) test --workspace
+
+lint: setup
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+demo: release
+	@./scripts/demo.sh
+
+bench: release
+	$(CARGO) bench --bench convert
+	$(CARGO) bench -p gst-plugin-derain --bench element
+
+install: release
+	install -d $(PREFIX_BIN) $(GST_USER_PLUGINS) $(DERAIN_LIB)
+	install -m 755 target/release/derain $(PREFIX_BIN)/derain
+	install -m 644 target/release/libgstderain.so $(GST_USER_PLUGINS)/libgstderain.so
+	install -m 644 $$(readlink -f .deps/libonnxruntime.so) $(DERAIN_LIB)/libonnxruntime.so
+	@echo "installed: $(PREFIX_BIN)/derain, $(GST_USER_PLUGINS)/libgstderain.so, $(DERAIN_LIB)/libonnxruntime.so"
+	@echo "check with: gst-inspect-1.0 derain"
+
+uninstall:
+	rm -f $(PREFIX_BIN)/derain $(GST_USER_PLUGINS)/libgstderain.so $(DERAIN_LIB)/libonnxruntime.so
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,905 @@
+/**
+ * SECTION:element-derain
+ *
+ * Removes rain streaks and rain veil from raw video frames with an image-to-image generator run
+ * through ONNX Runtime (TensorRT or CUDA on an NVIDIA GPU, the CPU otherwise). Frames leave in the
+ * format they came in, with timestamps, flags and metas kept; each carries its rain level.
+ *
+ * ## Example launch line
+ * |[
+ * gst-launch-1.0 filesrc location=drive.mp4 ! decodebin ! videoconvert ! derain model=derain.onnx ! videoconvert ! x264enc ! mp4mux ! filesink location=derained.mp4
+ * ]|
+ */
+use std::collections::VecDeque;
+use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::prelude::*;
+use gst_video::prelude::*;
+use gst_video::subclass::prelude::*;
+
+use derain::frame::{self, FrameLayout, PixelFormat, YuvColorimetry, YuvMatrix};
+use derain::model::Model;
+use derain::runtime::{self, Generator, SessionOptions};
+
+use super::{DropPolicy, Provider, RAIN_META_NAME};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "derain",
+        gst::DebugColorFlags::empty(),
+        Some("Rain removal with an ONNX generator"),
+    )
+});
+
+const DEFAULT_MAX_LATENESS_MS: u32 = 200;
+const DEFAULT_STATS_INTERVAL_MS: u32 = 1000;
+const MAX_THREADS: u32 = 1024;
+const MAX_DEVICE_ID: i32 = 63;
+/// Inference times kept for the p99 statistic.
+const TIMING_WINDOW: usize = 1000;
+/// The rain level samples every n-th row and column: plenty for a mean, and cheap.
+const RAIN_LEVEL_STEP: usize = 4;
+
+/// Formats in and out (the same format leaves as came in).
+const FORMATS: [gst_video::VideoFormat; 12] = [
+    gst_video::VideoFormat::Rgb,
+    gst_video::VideoFormat::Bgr,
+    gst_video::VideoFormat::Rgba,
+    gst_video::VideoFormat::Bgra,
+    gst_video::VideoFormat::Argb,
+    gst_video::VideoFormat::Abgr,
+    gst_video::VideoFormat::Rgbx,
+    gst_video::VideoFormat::Bgrx,
+    gst_video::VideoFormat::Xrgb,
+    gst_video::VideoFormat::Xbgr,
+    gst_video::VideoFormat::I420,
+    gst_video::VideoFormat::Nv12,
+];
+
+fn pixel_format(f: gst_video::VideoFormat) -> Option<PixelFormat> {
+    use gst_video::VideoFormat as V;
+    Some(match f {
+        V::Rgb => PixelFormat::Rgb,
+        V::Bgr => PixelFormat::Bgr,
+        V::Rgba => PixelFormat::Rgba,
+        V::Bgra => PixelFormat::Bgra,
+        V::Argb => PixelFormat::Argb,
+        V::Abgr => PixelFormat::Abgr,
+        V::Rgbx => PixelFormat::Rgbx,
+        V::Bgrx => PixelFormat::Bgrx,
+        V::Xrgb => PixelFormat::Xrgb,
+        V::Xbgr => PixelFormat::Xbgr,
+        V::I420 => PixelFormat::I420,
+        V::Nv12 => PixelFormat::Nv12,
+        _ => return None,
+    })
+}
+
+fn colorimetry(info: &gst_video::VideoInfo) -> YuvColorimetry {
+    let c = info.colorimetry();
+    let matrix = match c.matrix() {
+        gst_video::VideoColorMatrix::Bt709 => YuvMatrix::Bt709,
+        gst_video::VideoColorMatrix::Bt2020 => YuvMatrix::Bt2020,
+        _ => YuvMatrix::Bt601,
+    };
+    YuvColorimetry {
+        matrix,
+        full_range: c.range() == gst_video::VideoColorRange::Range0_255,
+    }
+}
+
+/// What the user set. Copied out of its lock before use.
+#[derive(Debug, Clone)]
+struct Settings {
+    model: String,
+    provider: Provider,
+    device_id: i32,
+    threads: u32,
+    trt_cache_dir: String,
+    trt_fp16: bool,
+    ort_library: String,
+    drop_policy: DropPolicy,
+    max_lateness_ms: u32,
+    stats_interval_ms: u32,
+    rain_level: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            model: String::new(),
+            provider: Provider::Auto,
+            device_id: 0,
+            threads: 0,
+            trt_cache_dir: String::new(),
+            trt_fp16: false,
+            ort_library: String::new(),
+            drop_policy: DropPolicy::Never,
+            max_lateness_ms: DEFAULT_MAX_LATENESS_MS,
+            stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
+            rain_level: true,
+        }
+    }
+}
+
+/// Counters, readable as properties at any time; reset in `start()`.
+#[derive(Debug, Default)]
+struct Stats {
+    frames_in: u64,
+    frames_processed: u64,
+    frames_dropped: u64,
+    frames_passed: u64,
+    active_provider: String,
+    /// Seconds per processed frame (conversion and inference), the last TIMING_WINDOW of them.
+    times: VecDeque<f64>,
+    time_sum: f64,
+    time_count: u64,
+    /// The processing delay answered to LATENCY queries.
+    latency: gst::ClockTime,
+    last_rain_level: f64,
+    last_post: Option<Instant>,
+}
+
+impl Stats {
+    fn record(&mut self, seconds: f64) {
+        if self.times.len() == TIMING_WINDOW {
+            self.times.pop_front();
+        }
+        self.times.push_back(seconds);
+        self.time_sum += seconds;
+        self.time_count += 1;
+    }
+
+    fn mean_ms(&self) -> f64 {
+        if self.time_count == 0 {
+            0.0
+        } else {
+            self.time_sum / self.time_count as f64 * 1e3
+        }
+    }
+
+    fn p99_ms(&self) -> f64 {
+        if self.times.is_empty() {
+            return 0.0;
+        }
+        let mut v: Vec<f64> = self.times.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        let idx = ((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1;
+        v[idx] * 1e3
+    }
+
+    fn to_structure(&self) -> gst::Structure {
+        gst::Structure::builder("derain-stats")
+            .field("frames-in", self.frames_in)
+            .field("frames-processed", self.frames_processed)
+            .field("frames-dropped", self.frames_dropped)
+            .field("frames-passed", self.frames_passed)
+            .field("inference-mean-ms", self.mean_ms())
+            .field("inference-p99-ms", self.p99_ms())
+            .field("latency-ms", self.latency.nseconds() as f64 / 1e6)
+            .field("rain-level", self.last_rain_level)
+            .field("active-provider", self.active_provider.as_str())
+            .build()
+    }
+}
+
+/// What exists while running: created in `start()`, dropped in `stop()`.
+struct State {
+    model: Model,
+    generator: Generator,
+    /// Set by `set_info()` for the negotiated caps.
+    info: Option<gst_video::VideoInfo>,
+    layout: Option<FrameLayout>,
+    has_alpha: bool,
+    padded: (usize, usize),
+    tensor: Vec<f32>,
+    /// Whether upstream is live (asked once per stream).
+    live: Option<bool>,
+}
+
+#[derive(Default)]
+pub struct Derain {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+    stats: Mutex<Stats>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the element down with it: the data is plain counters.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Derain {
+    fn load(&self, settings: &Settings) -> Result<(Model, Generator), gst::ErrorMessage> {
+        if settings.threads > MAX_THREADS {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                [
+                    "threads={} is out of range: use 0 (one per core) to {}",
+                    settings.threads,
+                    MAX_THREADS
+                ]
+            ));
+        }
+        if !(0..=MAX_DEVICE_ID).contains(&settings.device_id) {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                [
+                    "device-id={} is out of range: use 0 to {}",
+                    settings.device_id,
+                    MAX_DEVICE_ID
+                ]
+            ));
+        }
+        if settings.max_lateness_ms == 0 {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                ["max-lateness=0 would treat every frame as late: use at least 1 ms"]
+            ));
+        }
+        let model = if settings.model.is_empty() {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                [
+                    "no model set and this build embeds no default model yet: set model=PATH to an ONNX generator (see `derain inspect`)"
+                ]
+            ));
+        } else {
+            Model::from_path(&settings.model).map_err(|e| {
+                let kind = match e {
+                    derain::model::ModelError::Read { .. } => gst::ResourceError::NotFound,
+                    _ => gst::ResourceError::OpenRead,
+                };
+                gst::error_msg!(kind, ["{}", e])
+            })?
+        };
+        let options = SessionOptions {
+            provider: settings.provider.into(),
+            device_id: settings.device_id,
+            threads: settings.threads as usize,
+            trt_cache_dir: (!settings.trt_cache_dir.is_empty())
+                .then(|| settings.trt_cache_dir.clone().into()),
+            trt_fp16: settings.trt_fp16,
+            ort_library: (!settings.ort_library.is_empty())
+                .then(|| settings.ort_library.clone().into()),
+        };
+        let generator = Generator::new(&model, &options).map_err(|e| {
+            let kind = match e {
+                runtime::RuntimeError::LibraryNotFound { .. } => gst::LibraryError::Init,
+                _ => gst::LibraryError::Settings,
+            };
+            gst::error_msg!(kind, ["{}", e])
+        })?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "model '{}' ({}, multiple_of {}) on provider {} (asked for {})",
+            model.origin(),
+            model.card().name,
+            model.multiple_of(),
+            generator.provider(),
+            options.provider
+        );
+        if model.has_card() {
+            gst::debug!(CAT, imp = self, "model card: {}", model.card().to_json());
+        }
+        Ok((model, generator))
+    }
+
+    /// Whether `buf` is already older than `max_lateness` on a live pipeline.
+    fn is_late(&self, buf: &gst::BufferRef, live: bool, max_lateness: gst::ClockTime) -> bool {
+        if !live {
+            return false;
+        }
+        let obj = self.obj();
+        let (Some(clock), Some(base)) = (obj.clock(), obj.base_time()) else {
+            return false;
+        };
+        let segment = obj.segment();
+        let Some(segment) = segment.downcast_ref::<gst::ClockTime>() else {
+            return false;
+        };
+        let Some(rt) = segment.to_running_time(buf.pts()) else {
+            return false;
+        };
+        let now = clock.time();
+        match now.checked_sub(base).and_then(|n| n.checked_sub(rt)) {
+            Some(age) => age > max_lateness,
+            None => false,
+        }
+    }
+
+    fn upstream_is_live(&self) -> bool {
+        let Some(sinkpad) = self.obj().static_pad("sink") else {
+            return false;
+        };
+        let mut q = gst::query::Latency::new();
+        sinkpad.peer_query(&mut q) && q.result().0
+    }
+
+    /// Converts, runs and converts back one frame; returns the rain level.
+    fn process(
+        &self,
+        state: &mut State,
+        inbuf: &gst::Buffer,
+        outbuf: &mut gst::BufferRef,
+        want_rain_level: bool,
+    ) -> Result<f64, gst::FlowError> {
+        let (Some(layout), Some(info)) = (state.layout.clone(), state.info.as_ref()) else {
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        let inframe = gst_video::VideoFrameRef::from_buffer_ref_readable(inbuf.as_ref(), info)
+            .map_err(|_| {
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Failed,
+                    ["Failed to map input buffer"]
+                );
+                gst::FlowError::Error
+            })?;
+        let mut outframe = gst_video::VideoFrameRef::from_buffer_ref_writable(outbuf, info)
+            .map_err(|_| {
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Failed,
+                    ["Failed to map output buffer"]
+                );
+                gst::FlowError::Error
+            })?;
+        let layout = FrameLayout {
+            strides: strides(&inframe),
+            ..layout
+        };
+        let out_layout = FrameLayout {
+            strides: strides(&outframe),
+            ..layout.clone()
+        };
+        let n = layout.format.n_planes();
+        let planes = inframe.planes_data();
+        let (hp, wp) = state.padded;
+        frame::frame_to_tensor(
+            &layout,
+            &planes[..n],
+            state.generator.multiple_of(),
+            &mut state.tensor,
+        )
+        .map_err(|e| {
+            gst::element_imp_error!(self, gst::StreamError::Format, ["{}", e]);
+            gst::FlowError::Error
+        })?;
+        if state.has_alpha {
+            // The network does not touch alpha: carry it over from the input.
+            inframe
+                .copy(&mut outframe)
+                .map_err(|_| gst::FlowError::Error)?;
+        }
+        let input = &state.tensor;
+        let (w, h) = (layout.width, layout.height);
+        let result = state.generator.run(input, hp, wp, |out| {
+            let level = if want_rain_level {
+                runtime::mean_abs_diff(input, out, hp, wp, h, w, RAIN_LEVEL_STEP)
+            } else {
+                0.0
+            };
+            let mut out_planes = outframe.planes_data_mut();
+            frame::tensor_to_frame(out, hp, wp, &out_layout, &mut out_planes[..n]).map(|()| level)
+        });
+        match result {
+            Ok(Ok(level)) => Ok(level),
+            Ok(Err(e)) => {
+                gst::element_imp_error!(self, gst::StreamError::Format, ["{}", e]);
+                Err(gst::FlowError::Error)
+            }
+            Err(e) => {
+                gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", e]);
+                Err(gst::FlowError::Error)
+            }
+        }
+    }
+
+    /// Updates the latency we answer with; tells the pipeline when it moved noticeably.
+    fn update_latency(&self, stats: &mut Stats) -> bool {
+        let p99 = gst::ClockTime::from_nseconds((stats.p99_ms() * 1e6) as u64);
+        let old = stats.latency;
+        let diff = p99.nseconds().abs_diff(old.nseconds());
+        // Hysteresis: re-announce only on a change of over 20% and 1 ms.
+        if diff > old.nseconds() / 5 && diff > 1_000_000 {
+            stats.latency = p99;
+            return true;
+        }
+        false
+    }
+
+    fn maybe_post_stats(&self, stats: &mut Stats, interval_ms: u32) {
+        if interval_ms == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let due = stats
+            .last_post
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(interval_ms.into()));
+        if due {
+            stats.last_post = Some(now);
+            let msg = gst::message::Element::builder(stats.to_structure())
+                .src(&*self.obj())
+                .build();
+            // Posting fails only without a bus (element outside a pipeline): nothing to tell.
+            let _ = self.obj().post_message(msg);
+        }
+    }
+}
+
+fn strides(frame: &impl VideoFrameExt) -> [usize; 3] {
+    let s = frame.plane_stride();
+    let mut out = [0; 3];
+    for (o, v) in out.iter_mut().zip(s.iter()) {
+        *o = (*v).max(0) as usize;
+    }
+    out
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for Derain {
+    const NAME: &'static str = "GstDerain";
+    type Type = super::Derain;
+    type ParentType = gst_video::VideoFilter;
+}
+
+impl ObjectImpl for Derain {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("model")
+                    .nick("Model")
+                    .blurb("Path of the ONNX generator (input 'rainy', output 'clean', float32 [N,3,H,W] in [0,1]); empty uses the embedded default model when the build has one")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("provider", Provider::Auto)
+                    .nick("Execution provider")
+                    .blurb("auto tries TensorRT, CUDA, then the CPU; cuda or tensorrt fail at start-up if they cannot load")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecInt::builder("device-id")
+                    .nick("GPU device")
+                    .blurb("CUDA device index for the cuda and tensorrt providers (0 to 63)")
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("threads")
+                    .nick("CPU threads")
+                    .blurb("Intra-op threads on the CPU provider, 0 = one per core (at most 1024)")
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("trt-cache-dir")
+                    .nick("TensorRT engine cache")
+                    .blurb("Directory for built TensorRT engines, reused across starts; empty = $XDG_CACHE_HOME/derain/tensorrt")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("trt-fp16")
+                    .nick("TensorRT FP16")
+                    .blurb("Build FP16 TensorRT engines (faster, tiny loss of precision)")
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("ort-library")
+                    .nick("ONNX Runtime library")
+                    .blurb("Path of libonnxruntime.so; empty searches $DERAIN_ORT_LIBRARY, $ORT_DYLIB_PATH, the set-up's and the installed copy. Loaded once per process")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("drop-policy", DropPolicy::Never)
+                    .nick("Drop policy")
+                    .blurb("In live pipelines, what to do with frames older than max-lateness: never (process all), drop-late, pass-late (push unprocessed)")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-lateness")
+                    .nick("Maximum lateness (ms)")
+                    .blurb("A live frame older than this when it arrives is late (see drop-policy); at least 1")
+                    .default_value(DEFAULT_MAX_LATENESS_MS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("stats-interval")
+                    .nick("Statistics interval (ms)")
+                    .blurb("Post a 'derain-stats' element message this often; 0 = never")
+                    .default_value(DEFAULT_STATS_INTERVAL_MS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("rain-level")
+                    .nick("Attach rain level")
+                    .blurb("Attach a GstDerainRainMeta with 'rain-level' (mean |input - output|, 0..1) to every frame")
+                    .default_value(true)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("active-provider")
+                    .nick("Active provider")
+                    .blurb("The execution provider really running the model (empty until started)")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("frames-processed")
+                    .nick("Frames processed")
+                    .blurb("Frames that went through the network since start")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("frames-dropped")
+                    .nick("Frames dropped")
+                    .blurb("Late frames dropped (drop-policy=drop-late) since start")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("frames-passed")
+                    .nick("Frames passed through")
+                    .blurb("Late frames pushed unprocessed (drop-policy=pass-late) since start")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecDouble::builder("inference-mean-ms")
+                    .nick("Mean processing time (ms)")
+                    .blurb("Mean time per processed frame, conversion and inference, since start")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecDouble::builder("inference-p99-ms")
+                    .nick("p99 processing time (ms)")
+                    .blurb("99th percentile of the last 1000 processing times")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("latency")
+                    .nick("Reported latency (ns)")
+                    .blurb("The processing delay this element adds to LATENCY queries")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecDouble::builder("last-rain-level")
+                    .nick("Last rain level")
+                    .blurb("Rain level of the last processed frame (mean |input - output|, 0..1)")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = lock(&self.settings);
+        // GLib type-checks values against the param specs before they get here.
+        match pspec.name() {
+            "model" => {
+                s.model = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            }
+            "provider" => s.provider = value.get().unwrap_or_default(),
+            "device-id" => s.device_id = value.get().unwrap_or_default(),
+            "threads" => s.threads = value.get().unwrap_or_default(),
+            "trt-cache-dir" => {
+                s.trt_cache_dir = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            }
+            "trt-fp16" => s.trt_fp16 = value.get().unwrap_or_default(),
+            "ort-library" => {
+                s.ort_library = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            }
+            "drop-policy" => s.drop_policy = value.get().unwrap_or_default(),
+            "max-lateness" => s.max_lateness_ms = value.get().unwrap_or(DEFAULT_MAX_LATENESS_MS),
+            "stats-interval" => {
+                s.stats_interval_ms = value.get().unwrap_or(DEFAULT_STATS_INTERVAL_MS)
+            }
+            "rain-level" => s.rain_level = value.get().unwrap_or(true),
+            other => gst::warning!(CAT, imp = self, "unknown property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = lock(&self.settings);
+        match pspec.name() {
+            "model" => s.model.to_value(),
+            "provider" => s.provider.to_value(),
+            "device-id" => s.device_id.to_value(),
+            "threads" => s.threads.to_value(),
+            "trt-cache-dir" => s.trt_cache_dir.to_value(),
+            "trt-fp16" => s.trt_fp16.to_value(),
+            "ort-library" => s.ort_library.to_value(),
+            "drop-policy" => s.drop_policy.to_value(),
+            "max-lateness" => s.max_lateness_ms.to_value(),
+            "stats-interval" => s.stats_interval_ms.to_value(),
+            "rain-level" => s.rain_level.to_value(),
+            name => {
+                drop(s);
+                let st = lock(&self.stats);
+                match name {
+                    "active-provider" => st.active_provider.to_value(),
+                    "frames-processed" => st.frames_processed.to_value(),
+                    "frames-dropped" => st.frames_dropped.to_value(),
+                    "frames-passed" => st.frames_passed.to_value(),
+                    "inference-mean-ms" => st.mean_ms().to_value(),
+                    "inference-p99-ms" => st.p99_ms().to_value(),
+                    "latency" => st.latency.nseconds().to_value(),
+                    "last-rain-level" => st.last_rain_level.to_value(),
+                    _ => pspec.default_value().clone(),
+                }
+            }
+        }
+    }
+}
+
+impl GstObjectImpl for Derain {}
+
+impl ElementImpl for Derain {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Rain removal",
+                "Filter/Effect/Video",
+                "Removes rain streaks and veil from video frames with an ONNX generator",
+                "derain developers",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst_video::VideoCapsBuilder::new()
+                .format_list(FORMATS)
+                .build();
+            [gst::PadDirection::Src, gst::PadDirection::Sink]
+                .into_iter()
+                .filter_map(|dir| {
+                    let name = if dir == gst::PadDirection::Src {
+                        "src"
+                    } else {
+                        "sink"
+                    };
+                    gst::PadTemplate::new(name, dir, gst::PadPresence::Always, &caps).ok()
+                })
+                .collect()
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+impl BaseTransformImpl for Derain {
+    const MODE: gst_base::subclass::BaseTransformMode =
+        gst_base::subclass::BaseTransformMode::NeverInPlace;
+    const PASSTHROUGH_ON_SAME_CAPS: bool = false;
+    const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = lock(&self.settings).clone();
+        let (model, generator) = self.load(&settings)?;
+        {
+            let mut stats = lock(&self.stats);
+            *stats = Stats::default();
+            stats.active_provider = generator.provider().to_string();
+        }
+        *lock(&self.state) = Some(State {
+            model,
+            generator,
+            info: None,
+            layout: None,
+            has_alpha: false,
+            padded: (0, 0),
+            tensor: Vec::new(),
+            live: None,
+        });
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        // Dropping the state closes the ONNX Runtime session.
+        *lock(&self.state) = None;
+        Ok(())
+    }
+
+    fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        if direction == gst::PadDirection::Src
+            && let gst::QueryViewMut::Latency(q) = query.view_mut()
+        {
+            let Some(sinkpad) = self.obj().static_pad("sink") else {
+                return false;
+            };
+            let mut upstream = gst::query::Latency::new();
+            if !sinkpad.peer_query(&mut upstream) {
+                return false;
+            }
+            let (live, min, max) = upstream.result();
+            let ours = lock(&self.stats).latency;
+            gst::debug!(
+                CAT,
+                imp = self,
+                "adding our latency {ours} to upstream {min}"
+            );
+            q.set(live, min + ours, max.map(|m| m + ours));
+            return true;
+        }
+        BaseTransformImplExt::parent_query(self, direction, query)
+    }
+
+    fn transform(
+        &self,
+        inbuf: &gst::Buffer,
+        outbuf: &mut gst::BufferRef,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let (policy, max_lateness, want_level, interval) = {
+            let s = lock(&self.settings);
+            (
+                s.drop_policy,
+                gst::ClockTime::from_mseconds(s.max_lateness_ms.max(1).into()),
+                s.rain_level,
+                s.stats_interval_ms,
+            )
+        };
+        let mut state_guard = lock(&self.state);
+        let state = state_guard.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
+        lock(&self.stats).frames_in += 1;
+
+        if policy != DropPolicy::Never {
+            let live = *state.live.get_or_insert_with(|| self.upstream_is_live());
+            if self.is_late(inbuf.as_ref(), live, max_lateness) {
+                let mut stats = lock(&self.stats);
+                if policy == DropPolicy::DropLate {
+                    stats.frames_dropped += 1;
+                    gst::debug!(
+                        CAT,
+                        imp = self,
+                        "dropping late frame {}",
+                        inbuf.pts().display()
+                    );
+                    return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
+                }
+                stats.frames_passed += 1;
+                drop(stats);
+                copy_frame(state, inbuf, outbuf)?;
+                return Ok(gst::FlowSuccess::Ok);
+            }
+        }
+
+        let started = Instant::now();
+        let level = self.process(state, inbuf, outbuf, want_level)?;
+        let elapsed = started.elapsed().as_secs_f64();
+        drop(state_guard);
+
+        if want_level && let Ok(mut meta) = gst::meta::CustomMeta::add(outbuf, RAIN_META_NAME) {
+            meta.mut_structure().set("rain-level", level);
+        }
+        let mut stats = lock(&self.stats);
+        stats.frames_processed += 1;
+        stats.last_rain_level = level;
+        stats.record(elapsed);
+        let latency_changed = self.update_latency(&mut stats);
+        self.maybe_post_stats(&mut stats, interval);
+        drop(stats);
+        if latency_changed {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "processing delay changed, asking for a latency update"
+            );
+            let _ = self
+                .obj()
+                .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn transform_meta<'a>(
+        &self,
+        _outbuf: &mut gst::BufferRef,
+        _meta: gst::MetaRef<'a, gst::Meta>,
+        _inbuf: &'a gst::BufferRef,
+    ) -> bool {
+        // Same size, same format, same timing out as in: every meta stays valid (regions of
+        // interest included), so all are kept.
+        true
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::StreamStart(_) = event.view()
+            && let Some(state) = lock(&self.state).as_mut()
+        {
+            state.live = None;
+        }
+        self.parent_sink_event(event)
+    }
+}
+
+fn copy_frame(
+    state: &State,
+    inbuf: &gst::Buffer,
+    outbuf: &mut gst::BufferRef,
+) -> Result<(), gst::FlowError> {
+    let info = state.info.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
+    let inframe = gst_video::VideoFrameRef::from_buffer_ref_readable(inbuf.as_ref(), info)
+        .map_err(|_| gst::FlowError::Error)?;
+    let mut outframe = gst_video::VideoFrameRef::from_buffer_ref_writable(outbuf, info)
+        .map_err(|_| gst::FlowError::Error)?;
+    inframe
+        .copy(&mut outframe)
+        .map_err(|_| gst::FlowError::Error)
+}
+
+impl VideoFilterImpl for Derain {
+    fn set_info(
+        &self,
+        incaps: &gst::Caps,
+        in_info: &gst_video::VideoInfo,
+        _outcaps: &gst::Caps,
+        _out_info: &gst_video::VideoInfo,
+    ) -> Result<(), gst::LoggableError> {
+        let Some(format) = pixel_format(in_info.format()) else {
+            return Err(gst::loggable_error!(
+                CAT,
+                "unsupported format in caps {}",
+                incaps
+            ));
+        };
+        let (width, height) = (in_info.width() as usize, in_info.height() as usize);
+        let mut guard = lock(&self.state);
+        let state = guard
+            .as_mut()
+            .ok_or_else(|| gst::loggable_error!(CAT, "caps set before start"))?;
+        if let Err(why) = state.model.check_frame_size(width, height) {
+            gst::element_imp_error!(self, gst::StreamError::Format, ["{}", why]);
+            return Err(gst::loggable_error!(CAT, "{}", why));
+        }
+        let multiple_of = state.generator.multiple_of();
+        let padded = frame::padded_size(height, width, multiple_of);
+        let mut layout = FrameLayout::packed(format, width, height);
+        layout.colorimetry = colorimetry(in_info);
+        let resized = state.padded != padded;
+        state.padded = padded;
+        state.tensor.clear();
+        state.tensor.resize(3 * padded.0 * padded.1, 0.0);
+        state.has_alpha = matches!(
+            format,
+            PixelFormat::Rgba | PixelFormat::Bgra | PixelFormat::Argb | PixelFormat::Abgr
+        );
+        state.layout = Some(layout);
+        state.info = Some(in_info.clone());
+        gst::info!(
+            CAT,
+            imp = self,
+            "configured {width}x{height} {:?} (network input {}x{})",
+            format,
+            padded.1,
+            padded.0
+        );
+        if resized {
+            // Warm up at the new size: the first run is slow (allocations, kernel choice), and
+            // the measured time gives an honest latency before the first real frame.
+            let started = Instant::now();
+            let (hp, wp) = padded;
+            let warm = state.generator.run(&state.tensor, hp, wp, |_| ());
+            if let Err(e) = warm {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    ["model cannot take {width}x{height} frames: {e}"]
+                );
+                return Err(gst::loggable_error!(
+                    CAT,
+                    "model rejected {width}x{height}: {e}"
+                ));
+            }
+            let elapsed = started.elapsed();
+            drop(guard);
+            let mut stats = lock(&self.stats);
+            stats.latency = gst::ClockTime::from_nseconds(elapsed.as_nanos() as u64);
+            drop(stats);
+            let _ = self
+                .obj()
+                .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,586 @@
+//! Harness and pipeline tests of the `derain` element with fixture models written by the
+//! library's ONNX writer (no Python, no shared data needed).
+
+use std::io::Write;
+use std::sync::Once;
+
+use gst::prelude::*;
+use gst_check::Harness;
+use gst_video::prelude::*;
+
+use derain::card::{INPUT_NAME, ModelCard, OUTPUT_NAME};
+use derain::onnx::builder::{DEFAULT_OPSET, Dim, GraphBuilder, to_bytes};
+use derain::onnx::fixtures::{self, FixtureIo};
+use onnx_protobuf::tensor_proto::DataType;
+
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().expect("GStreamer initialises");
+        gstderain::plugin_register_static().expect("plugin registers");
+    });
+}
+
+/// Writes `bytes` to a temporary .onnx file that lives as long as the returned handle.
+fn model_file(bytes: &[u8]) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new()
+        .suffix(".onnx")
+        .tempfile()
+        .expect("temp file");
+    f.write_all(bytes).expect("write model");
+    f.flush().expect("flush");
+    f
+}
+
+fn element(model: &std::path::Path) -> gst::Element {
+    gst::ElementFactory::make("derain")
+        .property("model", model.to_str().expect("utf-8 temp path"))
+        .property_from_str("provider", "cpu")
+        .property("stats-interval", 0u32)
+        .build()
+        .expect("derain element")
+}
+
+fn harness(model: &std::path::Path, info: &gst_video::VideoInfo) -> Harness {
+    let el = element(model);
+    let mut h = Harness::with_element(&el, Some("sink"), Some("src"));
+    h.set_src_caps(info.to_caps().expect("caps"));
+    h
+}
+
+/// A natural-looking test image: smooth gradients plus mild texture, deterministic.
+fn natural_rgb(width: usize, height: usize) -> Vec<[u8; 3]> {
+    let mut px = Vec::with_capacity(width * height);
+    for y in 0..height {
+        for x in 0..width {
+            let fx = x as f32 / width.max(2) as f32;
+            let fy = y as f32 / height.max(2) as f32;
+            let tex = ((x * 7 + y * 13) % 9) as f32 - 4.0;
+            let r = 40.0 + 150.0 * fx + tex;
+            let g = 60.0 + 120.0 * fy - tex;
+            let b = 90.0 + 60.0 * (fx * 6.0).sin() * fy + tex * 0.5;
+            px.push([r as u8, g as u8, b as u8]);
+        }
+    }
+    px
+}
+
+/// Fills a buffer for `info` with the test image (RGB family: channel bytes; alpha/x bytes get
+/// a per-pixel pattern; YUV: a BT.601 limited-range conversion with 2x2 chroma averaging).
+fn make_buffer(info: &gst_video::VideoInfo) -> gst::Buffer {
+    let (w, h) = (info.width() as usize, info.height() as usize);
+    let img = natural_rgb(w, h);
+    let mut buf = gst::Buffer::with_size(info.size()).expect("buffer");
+    {
+        let bufref = buf.get_mut().expect("writable");
+        let mut frame =
+            gst_video::VideoFrameRef::from_buffer_ref_writable(bufref, info).expect("map");
+        let strides: Vec<usize> = frame.plane_stride().iter().map(|s| *s as usize).collect();
+        let format = info.format();
+        let finfo = info.format_info();
+        if finfo.is_rgb() {
+            let bpp = finfo.pixel_stride()[0] as usize;
+            let offs = rgb_offsets(format);
+            let data = frame.plane_data_mut(0).expect("plane");
+            for y in 0..h {
+                for x in 0..w {
+                    let p = &mut data[y * strides[0] + x * bpp..][..bpp];
+                    for b in p.iter_mut() {
+                        *b = ((x * 31 + y * 17) % 251) as u8; // alpha / x pattern
+                    }
+                    for c in 0..3 {
+                        p[offs[c]] = img[y * w + x][c];
+                    }
+                }
+            }
+        } else {
+            let (yp, up, vp) = yuv_planes(&img, w, h);
+            let cw = w.div_ceil(2);
+            let ch = h.div_ceil(2);
+            let planes = frame.planes_data_mut();
+            let [p0, p1, p2, _] = planes;
+            for y in 0..h {
+                p0[y * strides[0]..][..w].copy_from_slice(&yp[y * w..][..w]);
+            }
+            for y in 0..ch {
+                if format == gst_video::VideoFormat::I420 {
+                    p1[y * strides[1]..][..cw].copy_from_slice(&up[y * cw..][..cw]);
+                    p2[y * strides[2]..][..cw].copy_from_slice(&vp[y * cw..][..cw]);
+                } else {
+                    for x in 0..cw {
+                        p1[y * strides[1] + 2 * x] = up[y * cw + x];
+                        p1[y * strides[1] + 2 * x + 1] = vp[y * cw + x];
+                    }
+                }
+            }
+        }
+    }
+    buf
+}
+
+fn rgb_offsets(format: gst_video::VideoFormat) -> [usize; 3] {
+    use gst_video::VideoFormat as V;
+    match format {
+        V::Rgb | V::Rgba | V::Rgbx => [0, 1, 2],
+        V::Bgr | V::Bgra | V::Bgrx => [2, 1, 0],
+        V::Argb | V::Xrgb => [1, 2, 3],
+        V::Abgr | V::Xbgr => [3, 2, 1],
+        other => panic!("not an RGB format: {other:?}"),
+    }
+}
+
+fn yuv_planes(img: &[[u8; 3]], w: usize, h: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let conv = |p: [u8; 3]| {
+        let [r, g, b] = p.map(|v| f64::from(v) / 255.0);
+        let y = 0.299 * r + 0.587 * g + 0.114 * b;
+        let u = (b - y) / 1.772;
+        let v = (r - y) / 1.402;
+        (16.0 + 219.0 * y, 128.0 + 224.0 * u, 128.0 + 224.0 * v)
+    };
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let mut yp = vec![0u8; w * h];
+    let mut up = vec![0f64; cw * ch];
+    let mut vp = vec![0f64; cw * ch];
+    let mut n = vec![0f64; cw * ch];
+    for y in 0..h {
+        for x in 0..w {
+            let (yy, u, v) = conv(img[y * w + x]);
+            yp[y * w + x] = yy.round() as u8;
+            let c = (y / 2) * cw + x / 2;
+            up[c] += u;
+            vp[c] += v;
+            n[c] += 1.0;
+        }
+    }
+    let up = up
+        .iter()
+        .zip(&n)
+        .map(|(s, n)| (s / n).round() as u8)
+        .collect();
+    let vp = vp
+        .iter()
+        .zip(&n)
+        .map(|(s, n)| (s / n).round() as u8)
+        .collect();
+    (yp, up, vp)
+}
+
+/// The visible bytes of each plane, row by row (stride padding and, for RGB formats without
+/// alpha, the x byte left out).
+fn visible_bytes(info: &gst_video::VideoInfo, buf: &gst::BufferRef) -> Vec<u8> {
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).expect("map");
+    let (w, h) = (info.width() as usize, info.height() as usize);
+    let finfo = info.format_info();
+    let mut out = Vec::new();
+    if finfo.is_rgb() {
+        let bpp = finfo.pixel_stride()[0] as usize;
+        let keep_alpha = finfo.has_alpha();
+        let offs = rgb_offsets(info.format());
+        let stride = frame.plane_stride()[0] as usize;
+        let data = frame.plane_data(0).expect("plane");
+        for y in 0..h {
+            for x in 0..w {
+                let p = &data[y * stride + x * bpp..][..bpp];
+                if keep_alpha {
+                    out.extend_from_slice(p);
+                } else {
+                    out.extend(offs.iter().map(|&o| p[o]));
+                }
+            }
+        }
+    } else {
+        let cw = w.div_ceil(2);
+        let ch = h.div_ceil(2);
+        let rows = |plane: u32, row_bytes: usize, n: usize, out: &mut Vec<u8>| {
+            let stride = frame.plane_stride()[plane as usize] as usize;
+            let data = frame.plane_data(plane).expect("plane");
+            for y in 0..n {
+                out.extend_from_slice(&data[y * stride..][..row_bytes]);
+            }
+        };
+        rows(0, w, h, &mut out);
+        if info.format() == gst_video::VideoFormat::I420 {
+            rows(1, cw, ch, &mut out);
+            rows(2, cw, ch, &mut out);
+        } else {
+            rows(1, 2 * cw, ch, &mut out);
+        }
+    }
+    out
+}
+
+fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let mse: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
+    if mse == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (255.0f64 * 255.0 / mse).log10()
+    }
+}
+
+const ALL_FORMATS: [gst_video::VideoFormat; 12] = [
+    gst_video::VideoFormat::Rgb,
+    gst_video::VideoFormat::Bgr,
+    gst_video::VideoFormat::Rgba,
+    gst_video::VideoFormat::Bgra,
+    gst_video::VideoFormat::Argb,
+    gst_video::VideoFormat::Abgr,
+    gst_video::VideoFormat::Rgbx,
+    gst_video::VideoFormat::Bgrx,
+    gst_video::VideoFormat::Xrgb,
+    gst_video::VideoFormat::Xbgr,
+    gst_video::VideoFormat::I420,
+    gst_video::VideoFormat::Nv12,
+];
+
+fn video_info(format: gst_video::VideoFormat, w: u32, h: u32) -> gst_video::VideoInfo {
+    gst_video::VideoInfo::builder(format, w, h)
+        .fps(gst::Fraction::new(30, 1))
+        .build()
+        .expect("video info")
+}
+
+#[test]
+fn identity_round_trip_every_format_and_size() {
+    init();
+    // multiple_of 4 so odd sizes go through the reflect padding and the crop back.
+    let model = model_file(&fixtures::identity(4));
+    for format in ALL_FORMATS {
+        for (w, h) in [(1, 1), (3, 5), (641, 359), (1920, 1080)] {
+            let info = video_info(format, w, h);
+            let mut hh = harness(model.path(), &info);
+            let input = make_buffer(&info);
+            let expected = visible_bytes(&info, &input);
+            let out = hh.push_and_pull(input).expect("a frame out");
+            let got = visible_bytes(&info, &out);
+            if info.format_info().is_rgb() {
+                assert!(
+                    got == expected,
+                    "{format:?} {w}x{h}: identity round trip not exact"
+                );
+            } else {
+                let p = psnr(&got, &expected);
+                assert!(p >= 40.0, "{format:?} {w}x{h}: PSNR {p:.1} dB < 40");
+            }
+        }
+    }
+}
+
+#[test]
+fn affine_model_gives_expected_pixels() {
+    init();
+    let (scale, bias) = ([0.5, 1.0, 2.0], [0.25, 0.0, -0.1]);
+    let model = model_file(&fixtures::affine(scale, bias));
+    let info = video_info(gst_video::VideoFormat::Rgb, 33, 17);
+    let mut h = harness(model.path(), &info);
+    let input = make_buffer(&info);
+    let inb = visible_bytes(&info, &input);
+    let out = h.push_and_pull(input).expect("frame");
+    let got = visible_bytes(&info, &out);
+    for (i, (&x, &y)) in inb.iter().zip(&got).enumerate() {
+        let c = i % 3;
+        let want = ((f32::from(x) / 255.0 * scale[c] + bias[c]).clamp(0.0, 1.0) * 255.0).round();
+        assert!(
+            (f32::from(y) - want).abs() <= 1.0,
+            "byte {i}: got {y}, want {want} from {x}"
+        );
+    }
+    // The rain level is the mean |output - input| over the frame, attached to the buffer.
+    let meta = gst::meta::CustomMeta::from_buffer(&out, gstderain_meta_name())
+        .expect("rain-level meta attached");
+    let level: f64 = meta
+        .structure()
+        .get("rain-level")
+        .expect("rain-level field");
+    let mean: f64 = inb
+        .iter()
+        .zip(&got)
+        .map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs() / 255.0)
+        .sum::<f64>()
+        / inb.len() as f64;
+    assert!(
+        (level - mean).abs() < 0.03,
+        "rain level {level} vs mean {mean}"
+    );
+}
+
+fn gstderain_meta_name() -> &'static str {
+    "GstDerainRainMeta"
+}
+
+#[test]
+fn timestamps_flags_and_metas_survive() {
+    init();
+    let model = model_file(&fixtures::identity(1));
+    let info = video_info(gst_video::VideoFormat::Bgrx, 64, 48);
+    let mut h = harness(model.path(), &info);
+    let mut input = make_buffer(&info);
+    {
+        let b = input.get_mut().expect("writable");
+        b.set_pts(gst::ClockTime::from_mseconds(1234));
+        b.set_dts(gst::ClockTime::from_mseconds(1200));
+        b.set_duration(gst::ClockTime::from_mseconds(33));
+        b.set_offset(42);
+        b.set_flags(gst::BufferFlags::DISCONT | gst::BufferFlags::DELTA_UNIT);
+        let caps = gst::Caps::builder("timestamp/x-test").build();
+        gst::ReferenceTimestampMeta::add(b, &caps, gst::ClockTime::from_seconds(7), None);
+        gst_video::VideoRegionOfInterestMeta::add(b, "car", (1, 2, 30, 20));
+    }
+    let out = h.push_and_pull(input).expect("frame");
+    assert_eq!(out.pts(), Some(gst::ClockTime::from_mseconds(1234)));
+    assert_eq!(out.dts(), Some(gst::ClockTime::from_mseconds(1200)));
+    assert_eq!(out.duration(), Some(gst::ClockTime::from_mseconds(33)));
+    assert_eq!(out.offset(), 42);
+    assert!(
+        out.flags()
+            .contains(gst::BufferFlags::DISCONT | gst::BufferFlags::DELTA_UNIT)
+    );
+    let ts = out
+        .meta::<gst::ReferenceTimestampMeta>()
+        .expect("reference timestamp meta kept");
+    assert_eq!(ts.timestamp(), gst::ClockTime::from_seconds(7));
+    let roi = out
+        .meta::<gst_video::VideoRegionOfInterestMeta>()
+        .expect("ROI meta kept");
+    assert_eq!(roi.rect(), (1, 2, 30, 20));
+    assert_eq!(roi.roi_type(), "car");
+}
+
+#[test]
+fn caps_change_mid_stream() {
+    init();
+    let model = model_file(&fixtures::identity(4));
+    let first = video_info(gst_video::VideoFormat::Rgb, 64, 48);
+    let mut h = harness(model.path(), &first);
+    let a = make_buffer(&first);
+    let want_a = visible_bytes(&first, &a);
+    let out = h.push_and_pull(a).expect("frame");
+    assert_eq!(visible_bytes(&first, &out), want_a);
+
+    let second = video_info(gst_video::VideoFormat::I420, 99, 51);
+    h.set_src_caps(second.to_caps().expect("caps"));
+    let b = make_buffer(&second);
+    let want_b = visible_bytes(&second, &b);
+    let out = h.push_and_pull(b).expect("frame after caps change");
+    let caps = h
+        .sinkpad()
+        .and_then(|p| p.current_caps())
+        .expect("negotiated caps");
+    let got_info = gst_video::VideoInfo::from_caps(&caps).expect("video caps");
+    assert_eq!(
+        (got_info.format(), got_info.width(), got_info.height()),
+        (gst_video::VideoFormat::I420, 99, 51)
+    );
+    let p = psnr(&visible_bytes(&second, &out), &want_b);
+    assert!(p >= 40.0, "after caps change PSNR {p:.1}");
+    let processed: u64 = h.element().expect("element").property("frames-processed");
+    assert_eq!(processed, 2);
+}
+
+#[test]
+fn statistics_properties_and_latency() {
+    init();
+    let model = model_file(&fixtures::small_conv(3));
+    let info = video_info(gst_video::VideoFormat::Rgb, 80, 60);
+    let mut h = harness(model.path(), &info);
+    for i in 0..5u64 {
+        let mut b = make_buffer(&info);
+        b.get_mut()
+            .expect("writable")
+            .set_pts(gst::ClockTime::from_mseconds(33 * i));
+        h.push_and_pull(b).expect("frame");
+    }
+    let el = h.element().expect("element");
+    assert_eq!(el.property::<String>("active-provider"), "cpu");
+    assert_eq!(el.property::<u64>("frames-processed"), 5);
+    assert_eq!(el.property::<u64>("frames-dropped"), 0);
+    let mean: f64 = el.property("inference-mean-ms");
+    let p99: f64 = el.property("inference-p99-ms");
+    assert!(mean > 0.0 && p99 >= mean * 0.5, "mean {mean} p99 {p99}");
+    let latency: u64 = el.property("latency");
+    assert!(
+        latency > 0,
+        "latency must reflect the measured processing delay"
+    );
+    // The LATENCY query answered downstream includes our delay.
+    let mut q = gst::query::Latency::new();
+    let srcpad = el.static_pad("src").expect("src pad");
+    assert!(srcpad.query(&mut q), "latency query answered");
+    let (_, min, _) = q.result();
+    assert!(min.nseconds() >= latency, "min {min} < ours {latency}");
+}
+
+/// Runs `launch` to completion (or failure) and returns the first error message on the bus.
+fn first_error(launch: &str) -> Option<String> {
+    // Caps that cannot link are already refused while the pipeline is built.
+    let pipeline = match gst::parse::launch(launch) {
+        Ok(p) => p,
+        Err(e) => return Some(e.to_string()),
+    };
+    let bus = pipeline.bus().expect("bus");
+    let _ = pipeline.set_state(gst::State::Playing);
+    let mut error = None;
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(20)) {
+        match msg.view() {
+            gst::MessageView::Error(e) => {
+                error = Some(format!("{} ({:?})", e.error(), e.debug()));
+                break;
+            }
+            gst::MessageView::Eos(_) => break,
+            _ => {}
+        }
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+    error
+}
+
+fn derain_launch(props: &str, caps: &str) -> String {
+    format!("videotestsrc num-buffers=3 ! {caps} ! derain provider=cpu {props} ! fakesink",)
+}
+
+const RGB_CAPS: &str = "video/x-raw,format=RGB,width=64,height=48";
+
+#[test]
+fn good_pipeline_runs_to_eos() {
+    init();
+    let model = model_file(&fixtures::identity(1));
+    let launch = derain_launch(&format!("model=\"{}\"", model.path().display()), RGB_CAPS);
+    assert_eq!(first_error(&launch), None);
+}
+
+#[test]
+fn bad_models_fail_at_start_with_a_reason() {
+    init();
+    let missing = "/nonexistent/dir/model.onnx";
+    let err = first_error(&derain_launch(&format!("model={missing}"), RGB_CAPS))
+        .expect("missing model is an error");
+    assert!(
+        err.contains(missing) && err.contains("cannot read"),
+        "{err}"
+    );
+
+    let junk = model_file(&[0x13, 0x37, 0xff, 0x00, 0x42, 0x99, 0x01, 0x02, 0x03]);
+    let err = first_error(&derain_launch(
+        &format!("model=\"{}\"", junk.path().display()),
+        RGB_CAPS,
+    ))
+    .expect("random bytes are an error");
+    assert!(err.contains("not a valid ONNX"), "{err}");
+
+    let empty = model_file(&[]);
+    let err = first_error(&derain_launch(
+        &format!("model=\"{}\"", empty.path().display()),
+        RGB_CAPS,
+    ))
+    .expect("empty file is an error");
+    assert!(err.contains("empty"), "{err}");
+
+    let rank3 = model_file(&fixtures::custom_io(FixtureIo {
+        input_rank: 3,
+        ..FixtureIo::default()
+    }));
+    let err = first_error(&derain_launch(
+        &format!("model=\"{}\"", rank3.path().display()),
+        RGB_CAPS,
+    ))
+    .expect("rank 3 is an error");
+    assert!(err.contains("rank 3"), "{err}");
+
+    let renamed = model_file(&fixtures::custom_io(FixtureIo {
+        input_name: "images".into(),
+        ..FixtureIo::default()
+    }));
+    let err = first_error(&derain_launch(
+        &format!("model=\"{}\"", renamed.path().display()),
+        RGB_CAPS,
+    ))
+    .expect("wrong input name is an error");
+    assert!(err.contains("'images'") && err.contains("'rainy'"), "{err}");
+
+    let bad_card = model_file(&fixtures::custom_io(FixtureIo {
+        card: Some("{not json".into()),
+        ..FixtureIo::default()
+    }));
+    let err = first_error(&derain_launch(
+        &format!("model=\"{}\"", bad_card.path().display()),
+        RGB_CAPS,
+    ))
+    .expect("malformed card is an error");
+    assert!(err.contains("model card"), "{err}");
+
+    let err = first_error(&derain_launch("", RGB_CAPS)).expect("no model is an error");
+    assert!(err.contains("no model set"), "{err}");
+}
+
+#[test]
+fn bad_settings_and_caps_fail_cleanly() {
+    init();
+    let model = model_file(&fixtures::identity(1));
+    let m = format!("model=\"{}\"", model.path().display());
+
+    let err = first_error(&derain_launch(&format!("{m} threads=5000"), RGB_CAPS))
+        .expect("threads out of range is an error");
+    assert!(err.contains("threads=5000"), "{err}");
+
+    let err = first_error(&derain_launch(&format!("{m} device-id=-3"), RGB_CAPS))
+        .expect("negative device is an error");
+    assert!(err.contains("device-id=-3"), "{err}");
+
+    // A format the element cannot convert: negotiation is refused.
+    let err = first_error(&derain_launch(
+        &m,
+        "video/x-raw,format=YUY2,width=64,height=48",
+    ))
+    .expect("YUY2 is refused");
+    assert!(
+        err.contains("can't handle caps") && err.contains("YUY2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn gpu_provider_that_cannot_load_is_an_error_not_a_fallback() {
+    init();
+    let model = model_file(&fixtures::identity(1));
+    let launch = format!(
+        "videotestsrc num-buffers=3 ! {RGB_CAPS} ! derain provider=cuda model=\"{}\" ! fakesink",
+        model.path().display()
+    );
+    match first_error(&launch) {
+        Some(err) => assert!(err.contains("cuda"), "{err}"),
+        // A machine with a working CUDA build of ONNX Runtime really runs on CUDA.
+        None => eprintln!("note: the CUDA provider loaded here; nothing to check"),
+    }
+}
+
+#[test]
+fn fixed_size_model_refuses_other_frame_sizes() {
+    init();
+    let dims = [Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(64), Dim::Fixed(64)];
+    let mut g = GraphBuilder::new("fixed");
+    let x = g.input(INPUT_NAME, DataType::FLOAT, &dims);
+    g.output(OUTPUT_NAME, DataType::FLOAT, &dims);
+    g.node("Identity", &[&x], &[OUTPUT_NAME], vec![]);
+    let bytes = to_bytes(
+        &g.finish(DEFAULT_OPSET, &ModelCard::new("fixed"))
+            .expect("model"),
+    )
+    .expect("bytes");
+    let model = model_file(&bytes);
+    let m = format!("model=\"{}\"", model.path().display());
+    assert_eq!(
+        first_error(&derain_launch(
+            &m,
+            "video/x-raw,format=RGB,width=64,height=64"
+        )),
+        None
+    );
+    let err = first_error(&derain_launch(&m, RGB_CAPS)).expect("64x48 is refused");
+    assert!(err.contains("only takes input height 64"), "{err}");
+}

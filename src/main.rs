@@ -1,0 +1,144 @@
+//! `derain`: the command-line front end of the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use derain::model::Model;
+use derain::onnx::{fixtures, resnet9};
+use derain::runtime::{Generator, Provider, SessionOptions};
+
+#[derive(Parser)]
+#[command(name = "derain", version, about = "Rain removal for driving cameras")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a model against the contract and print its card; optionally open it on a provider.
+    Inspect {
+        /// The ONNX generator.
+        model: PathBuf,
+        /// Also build an ONNX Runtime session on this provider (auto, cpu, cuda, tensorrt).
+        #[arg(long)]
+        provider: Option<Provider>,
+        /// ONNX Runtime library to load (default: search, see README).
+        #[arg(long)]
+        ort_library: Option<PathBuf>,
+    },
+    /// Write a small generator for tests and benchmarks (not a trained model).
+    Fixture {
+        #[arg(value_enum)]
+        kind: FixtureKind,
+        /// Output .onnx file.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Reflect-padding multiple recorded in the card (identity only).
+        #[arg(long, default_value_t = 1)]
+        multiple_of: u32,
+        /// Base channels (resnet9 only).
+        #[arg(long, default_value_t = 16)]
+        base: usize,
+        /// Seed for random weights.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FixtureKind {
+    /// Output = input.
+    Identity,
+    /// Per-channel scale and bias (0.5x + 0.25).
+    Affine,
+    /// Two random 3x3 convolutions plus the input.
+    SmallConv,
+    /// The paper-size ResNet-9 generator with random weights (for speed measurements).
+    Resnet9,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Inspect {
+            model,
+            provider,
+            ort_library,
+        } => {
+            let m = Model::from_path(&model)?;
+            println!("model:       {}", m.origin());
+            println!("sha256:      {}", m.sha256());
+            let dims: Vec<String> = m.input_dims().iter().map(ToString::to_string).collect();
+            println!("input:       rainy float32 [{}]", dims.join(","));
+            println!("multiple_of: {}", m.multiple_of());
+            if m.has_card() {
+                let pretty = serde_json::to_string_pretty(m.card()).context("formatting card")?;
+                println!("card:        {pretty}");
+            } else {
+                println!("card:        (none in the file)");
+            }
+            if let Some(provider) = provider {
+                let options = SessionOptions {
+                    provider,
+                    ort_library,
+                    ..SessionOptions::default()
+                };
+                let g = Generator::new(&m, &options)?;
+                println!("provider:    {} (asked for {provider})", g.provider());
+            }
+        }
+        Command::Fixture {
+            kind,
+            out,
+            multiple_of,
+            base,
+            seed,
+        } => {
+            let bytes = match kind {
+                FixtureKind::Identity => fixtures::identity(multiple_of),
+                FixtureKind::Affine => fixtures::affine([0.5; 3], [0.25; 3]),
+                FixtureKind::SmallConv => fixtures::small_conv(seed),
+                FixtureKind::Resnet9 => resnet9::resnet9_random(
+                    &resnet9::Resnet9Config {
+                        base,
+                        ..resnet9::Resnet9Config::default()
+                    },
+                    seed,
+                )?,
+            };
+            write_atomically(&out, &bytes)?;
+            println!("wrote {} ({} bytes)", out.display(), bytes.len());
+        }
+    }
+    Ok(())
+}
+
+/// Writes through a temporary file and a rename, so an interrupted run never leaves half a model.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
