@@ -18,51 +18,29 @@ pub use resnet9::{Resnet9Config, resnet9, resnet9_random};
 /// ONNX Runtime helpers for this module's tests.
 #[cfg(test)]
 pub(crate) mod testing {
-    use std::sync::OnceLock;
-
     use ort::environment::Environment;
     use ort::session::Session;
     use ort::value::TensorRef;
 
     use crate::card::{INPUT_NAME, OUTPUT_NAME};
 
-    /// The process's ONNX Runtime environment, loaded from `ORT_DYLIB_PATH`; `None` (after a
-    /// printed notice) when the library is missing or cannot be loaded.
-    pub fn ort_env() -> Option<&'static Environment> {
-        static ENV: OnceLock<Option<Environment>> = OnceLock::new();
-        ENV.get_or_init(|| {
-            let path = match std::env::var("ORT_DYLIB_PATH") {
-                Ok(p) if !p.is_empty() => p,
-                _ => {
-                    eprintln!("skipping: ONNX Runtime library not found (ORT_DYLIB_PATH is unset)");
-                    return None;
-                }
-            };
-            let built = ort::init_from(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| {
-                    b.with_name("derain-onnx-tests")
-                        .build()
-                        .map_err(|e| e.to_string())
-                });
-            match built {
-                Ok(env) => Some(env),
-                Err(e) => {
-                    eprintln!(
-                        "skipping: ONNX Runtime library not found or not loadable ({path}: {e})"
-                    );
-                    None
-                }
+    /// The process's ONNX Runtime environment, shared with [`crate::runtime`] (one per process);
+    /// `None` (after a printed notice) when the library is missing or cannot be loaded.
+    pub fn ort_env() -> Option<Environment> {
+        match crate::runtime::environment(None) {
+            Ok((_, env)) => Some(env),
+            Err(e) => {
+                eprintln!("skipping: {e}");
+                None
             }
-        })
-        .as_ref()
+        }
     }
 
     /// A session for `bytes`, or `None` when ONNX Runtime is unavailable. Panics if ONNX Runtime
     /// is there but refuses the model: that is the failure the tests look for.
     pub fn ort_session(bytes: &[u8]) -> Option<Session> {
         let env = ort_env()?;
-        let session = Session::builder(env)
+        let session = Session::builder(&env)
             .and_then(|mut b| b.commit_from_memory(bytes))
             .unwrap_or_else(|e| panic!("ONNX Runtime refused the model: {e}"));
         Some(session)

@@ -330,7 +330,7 @@ impl Derain {
         outbuf: &mut gst::BufferRef,
         want_rain_level: bool,
     ) -> Result<f64, gst::FlowError> {
-        let (Some(layout), Some(info)) = (state.layout.clone(), state.info.as_ref()) else {
+        let (Some(layout), Some(info)) = (state.layout, state.info.as_ref()) else {
             return Err(gst::FlowError::NotNegotiated);
         };
         let inframe = gst_video::VideoFrameRef::from_buffer_ref_readable(inbuf.as_ref(), info)
@@ -357,7 +357,7 @@ impl Derain {
         };
         let out_layout = FrameLayout {
             strides: strides(&outframe),
-            ..layout.clone()
+            ..layout
         };
         let n = layout.format.n_planes();
         let planes = inframe.planes_data();
