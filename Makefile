@@ -21,6 +21,8 @@ release: setup
 
 test: setup
 	$(CARGO) fmt --all -- --check
+	# `cargo test` builds the plugin as an rlib only; the gst-launch/gst-inspect tests need the .so.
+	$(CARGO) build -p gst-plugin-derain
 	$(CARGO) test --workspace
 
 lint: setup

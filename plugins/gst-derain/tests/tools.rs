@@ -131,3 +131,20 @@ fn gst_launch_runs_to_eos_and_fails_loudly_on_a_bad_model() {
         "error must name the file: {all}"
     );
 }
+
+#[test]
+fn plugin_links_no_libtorch() {
+    // In a vehicle only GStreamer and ONNX Runtime (loaded at run time) are installed.
+    let so = plugin_dir().join("libgstderain.so");
+    let out = Command::new("ldd").arg(&so).output().expect("ldd runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "ldd failed on {}", so.display());
+    assert!(
+        text.contains("libgstreamer-1.0"),
+        "unexpected ldd output: {text}"
+    );
+    assert!(
+        !text.to_lowercase().contains("torch"),
+        "plugin links libtorch: {text}"
+    );
+}
