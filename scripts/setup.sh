@@ -43,7 +43,12 @@ if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
   "$PY" -m venv .venv
 fi
-pip_has() { .venv/bin/python -m pip show "$1" 2>/dev/null | grep -q "^Version: $2\$"; }
+# Capture first: with pipefail, `grep -q` closing the pipe early would fail pip with SIGPIPE.
+pip_has() {
+  local info
+  info="$(.venv/bin/python -m pip show "$1" 2>/dev/null)" || return 1
+  grep -qx "Version: $2" <<<"$info"
+}
 if ! pip_has onnxruntime "$ORT_VERSION"; then
   say "installing onnxruntime==$ORT_VERSION"
   .venv/bin/python -m pip install -q --disable-pip-version-check "onnxruntime==$ORT_VERSION"

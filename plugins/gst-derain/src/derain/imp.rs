@@ -167,10 +167,11 @@ impl Stats {
         if self.times.is_empty() {
             return 0.0;
         }
+        // Called per frame: a linear-time selection, not a full sort.
         let mut v: Vec<f64> = self.times.iter().copied().collect();
-        v.sort_by(f64::total_cmp);
         let idx = ((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1;
-        v[idx] * 1e3
+        let (_, p99, _) = v.select_nth_unstable_by(idx, f64::total_cmp);
+        *p99 * 1e3
     }
 
     fn to_structure(&self) -> gst::Structure {
