@@ -2,12 +2,20 @@
 //!
 //! The library shared by the `derain` GStreamer element, the `derain` command-line tool and (behind
 //! the `train` feature) the trainer: model cards and loading, ONNX Runtime inference with provider
-//! selection, raw-frame conversion, and an ONNX graph writer.
+//! selection, raw-frame conversion, an ONNX graph writer, footage reading, rain synthesis and the
+//! quality metrics deraining papers use.
 
 pub mod card;
+pub mod data;
+pub mod footage;
 pub mod frame;
+pub mod imageio;
+pub mod metrics;
 pub mod model;
 pub mod onnx;
 pub mod runtime;
+pub mod synth;
+#[cfg(feature = "train")]
+pub mod train;
 
 pub use card::ModelCard;

@@ -1,0 +1,1 @@
+//! Reading frames from recorded drives (video files through GStreamer, image folders).

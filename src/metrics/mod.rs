@@ -1,0 +1,1 @@
+//! Image quality metrics as deraining papers compute them (DESIGN.md §8).

@@ -1,0 +1,1 @@
+//! ANLCL training (DESIGN.md §6) through tch; only built with the `train` feature.
