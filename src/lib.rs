@@ -7,6 +7,7 @@
 
 pub mod card;
 pub mod data;
+pub mod eval;
 pub mod footage;
 pub mod frame;
 pub mod imageio;
@@ -14,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod onnx;
 pub mod runtime;
+pub mod stills;
 pub mod synth;
 #[cfg(feature = "train")]
 pub mod train;

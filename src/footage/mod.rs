@@ -476,8 +476,12 @@ impl Iterator for Footage {
             }
         }
         self.done = true;
-        // Close a video left open by the frame budget.
-        self.current = None;
+        // Close a video left open by the frame budget; it was read, as far as asked.
+        if let Some(cur) = self.current.take()
+            && cur.yielded > 0
+        {
+            self.summary.sources_read += 1;
+        }
         if let Some(bar) = self.progress.take() {
             bar.finish_and_clear();
         }

@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod eval_cmd;
+mod synth_cmd;
+
 use derain::model::Model;
 use derain::onnx::{fixtures, resnet9};
 use derain::runtime::{Generator, Provider, SessionOptions};
@@ -30,6 +33,10 @@ enum Command {
         #[arg(long)]
         ort_library: Option<PathBuf>,
     },
+    /// Render synthetic rain over clean frames: writes OUT/rainy and OUT/clean with matching names.
+    Synth(synth_cmd::SynthArgs),
+    /// Score results: paired folders (PSNR-Y, SSIM-Y), one folder (NIQE), or a model on pairs.
+    Eval(eval_cmd::EvalArgs),
     /// Write a small generator for tests and benchmarks (not a trained model).
     Fixture {
         #[arg(value_enum)]
@@ -74,6 +81,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Synth(args) => synth_cmd::run(args)?,
+        Command::Eval(args) => eval_cmd::run(args)?,
         Command::Inspect {
             model,
             provider,
@@ -129,22 +138,6 @@ fn run(cli: Cli) -> Result<()> {
 
 /// Writes through a temporary file and a rename, so an interrupted run never leaves half a model.
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    tmp.write_all(bytes)?;
-    // Temporary files are private (0600); a model is an ordinary file others may read.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    derain::imageio::write_file_atomic(path, bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -1,0 +1,250 @@
+//! The `derain synth` and `derain eval` command lines, end to end on generated images (and on
+//! the shared data when present).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use derain::imageio::{self, RgbImage};
+
+fn derain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_derain"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("derain runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A few clean "road scenes": smooth gradients with some edges.
+fn clean_folder(dir: &Path, n: u32) -> PathBuf {
+    let d = dir.join("clean-in");
+    std::fs::create_dir_all(&d).unwrap();
+    for i in 0..n {
+        let img = RgbImage::from_fn(96, 64, |x, y| {
+            let edge = if (x / 16 + y / 16 + i) % 2 == 0 {
+                40
+            } else {
+                0
+            };
+            image::Rgb([
+                (x + 40) as u8 + edge,
+                (y * 2 + 30) as u8,
+                (100 + i * 20) as u8,
+            ])
+        });
+        imageio::save_png_atomic(&img, &d.join(format!("scene{i}.png"))).unwrap();
+    }
+    d
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn synth_then_eval_paired_with_json_and_grid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clean_in = clean_folder(tmp.path(), 3);
+    let before = listing(&clean_in);
+    let out = tmp.path().join("pairs");
+    let o = derain(&[
+        "synth",
+        "--clean",
+        p(&clean_in),
+        "--out",
+        p(&out),
+        "--preset",
+        "heavy",
+        "--seed",
+        "5",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(listing(&out.join("rainy")), listing(&out.join("clean")));
+    assert_eq!(listing(&out.join("rainy")).len(), 3);
+    assert_eq!(
+        listing(&clean_in),
+        before,
+        "nothing is written into the input folder"
+    );
+
+    // Same seed, same pairs.
+    let again = tmp.path().join("again");
+    let o = derain(&[
+        "synth",
+        "--clean",
+        p(&clean_in),
+        "--out",
+        p(&again),
+        "--preset",
+        "heavy",
+        "--seed",
+        "5",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    for name in listing(&out.join("rainy")) {
+        assert_eq!(
+            std::fs::read(out.join("rainy").join(&name)).unwrap(),
+            std::fs::read(again.join("rainy").join(&name)).unwrap()
+        );
+    }
+
+    // Scoring the clean images against themselves: infinite PSNR, SSIM 1; the rainy input lower.
+    let json = tmp.path().join("scores.json");
+    let grid = tmp.path().join("grid");
+    let o = derain(&[
+        "eval",
+        "--pred",
+        p(&out.join("clean")),
+        "--gt",
+        p(&out.join("clean")),
+        "--input",
+        p(&out.join("rainy")),
+        "--json",
+        p(&json),
+        "--grid",
+        p(&grid),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let last = stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap();
+    assert!(last.starts_with("mean") && last.contains("inf"), "{stdout}");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(doc["images"].as_array().unwrap().len(), 3);
+    let input_psnr = doc["mean"]["input_psnr_y"].as_f64().unwrap();
+    assert!(input_psnr > 5.0 && input_psnr < 40.0, "{input_psnr}");
+    assert!((doc["mean"]["ssim_y"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    let g = imageio::load_rgb(&grid.join("scene0.png")).unwrap();
+    assert_eq!(g.dimensions(), (3 * 96, 64), "rainy | output | clean");
+}
+
+#[test]
+fn eval_refuses_unpaired_folders_and_names_the_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = clean_folder(tmp.path(), 3);
+    let b = tmp.path().join("b");
+    std::fs::create_dir_all(&b).unwrap();
+    for n in ["scene0.png", "scene1.png", "extra.png"] {
+        std::fs::copy(a.join("scene0.png"), b.join(n)).unwrap();
+    }
+    let o = derain(&["eval", "--pred", p(&a), "--gt", p(&b)]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("scene2") && err.contains("extra"), "{err}");
+
+    // Different sizes: an error listing the pair.
+    let c = tmp.path().join("c");
+    std::fs::create_dir_all(&c).unwrap();
+    for n in ["scene0.png", "scene1.png", "scene2.png"] {
+        std::fs::copy(a.join(n), c.join(n)).unwrap();
+    }
+    imageio::save_png_atomic(&RgbImage::new(10, 10), &c.join("scene1.png")).unwrap();
+    let o = derain(&["eval", "--pred", p(&a), "--gt", p(&c)]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("scene1") && err.contains("10x10"), "{err}");
+}
+
+#[test]
+fn eval_never_writes_into_an_input_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = clean_folder(tmp.path(), 2);
+    let before = listing(&a);
+    let o = derain(&[
+        "eval",
+        "--pred",
+        p(&a),
+        "--gt",
+        p(&a),
+        "--grid",
+        p(&a.join("grid")),
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("inside the input folder"));
+    assert_eq!(listing(&a), before);
+    let o = derain(&["synth", "--clean", p(&a), "--out", p(&a.join("x"))]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert_eq!(listing(&a), before);
+}
+
+#[test]
+fn eval_runs_a_model_on_pairs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clean_in = clean_folder(tmp.path(), 2);
+    let pairs = tmp.path().join("pairs");
+    let o = derain(&[
+        "synth",
+        "--clean",
+        p(&clean_in),
+        "--out",
+        p(&pairs),
+        "--preset",
+        "light",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let model = tmp.path().join("identity.onnx");
+    let o = derain(&[
+        "fixture",
+        "identity",
+        "--out",
+        p(&model),
+        "--multiple-of",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let json = tmp.path().join("m.json");
+    let o = derain(&[
+        "eval",
+        "--model",
+        p(&model),
+        "--pairs",
+        p(&pairs),
+        "--provider",
+        "cpu",
+        "--json",
+        p(&json),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    // The identity model's output is its input: both scores agree to the last digit.
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let (out, inp) = (
+        doc["mean"]["psnr_y"].as_f64().unwrap(),
+        doc["mean"]["input_psnr_y"].as_f64().unwrap(),
+    );
+    assert!((out - inp).abs() < 1e-9, "{out} vs {inp}");
+}
+
+#[test]
+fn eval_no_reference_niqe_on_real_rain() {
+    let Some(dir) = derain::data::shared_path("real-rain/ddn-street") else {
+        eprintln!("skipped: ../shared/data/real-rain/ddn-street is absent");
+        return;
+    };
+    if derain::metrics::Niqe::locate(None).is_err() {
+        eprintln!("skipped: no NIQE model (modelparameters.mat) found");
+        return;
+    }
+    let o = derain(&["eval", "--pred", p(&dir)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("NIQE"), "{stdout}");
+    let last = stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap();
+    let v: f64 = last.split_whitespace().last().unwrap().parse().unwrap();
+    assert!(v > 1.0 && v < 30.0, "{stdout}");
+}
