@@ -7,6 +7,7 @@
 
 pub mod card;
 pub mod data;
+pub mod dataset;
 pub mod eval;
 pub mod footage;
 pub mod frame;
