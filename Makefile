@@ -33,6 +33,10 @@ demo: release
 
 bench: release
 	$(CARGO) bench --bench convert
+	$(CARGO) bench --bench synth
+	# The footage goal is stated for one core: build first, then run the bench pinned to CPU 0.
+	$(CARGO) bench --bench footage --no-run
+	taskset -c 0 $(CARGO) bench --bench footage
 	$(CARGO) bench -p gst-plugin-derain --bench element
 
 install: release
