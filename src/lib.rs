@@ -7,6 +7,7 @@
 
 pub mod card;
 pub mod data;
+pub mod detect;
 pub mod footage;
 pub mod frame;
 pub mod imageio;
