@@ -4,10 +4,14 @@
 
 use gst::glib;
 
+mod boxoverlay;
 mod derain;
+mod yolodetect;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    derain::register(plugin)
+    derain::register(plugin)?;
+    yolodetect::register(plugin)?;
+    boxoverlay::register(plugin)
 }
 
 gst::plugin_define!(
