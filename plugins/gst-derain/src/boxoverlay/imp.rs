@@ -170,12 +170,15 @@ impl ElementImpl for BoxOverlay {
             let caps = gst_video::VideoCapsBuilder::new()
                 .format_list(RGB_FORMATS)
                 .build();
-            [("src", gst::PadDirection::Src), ("sink", gst::PadDirection::Sink)]
-                .into_iter()
-                .filter_map(|(name, dir)| {
-                    gst::PadTemplate::new(name, dir, gst::PadPresence::Always, &caps).ok()
-                })
-                .collect()
+            [
+                ("src", gst::PadDirection::Src),
+                ("sink", gst::PadDirection::Sink),
+            ]
+            .into_iter()
+            .filter_map(|(name, dir)| {
+                gst::PadTemplate::new(name, dir, gst::PadPresence::Always, &caps).ok()
+            })
+            .collect()
         });
         TEMPLATES.as_ref()
     }

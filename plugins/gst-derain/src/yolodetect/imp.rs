@@ -177,9 +177,8 @@ impl YoloDetect {
         }
         let labels = match optional_path(&s.labels_file) {
             None => Labels::coco(),
-            Some(p) => Labels::from_file(&p).map_err(|e| {
-                gst::error_msg!(gst::ResourceError::NotFound, ["{}", e])
-            })?,
+            Some(p) => Labels::from_file(&p)
+                .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ["{}", e]))?,
         };
         let classes = labels
             .class_filter(&s.classes)
@@ -191,7 +190,11 @@ impl YoloDetect {
                 let f = File::create(&p).map_err(|e| {
                     gst::error_msg!(
                         gst::ResourceError::OpenWrite,
-                        ["cannot create the JSON-lines file '{}' (json-path): {}", p.display(), e]
+                        [
+                            "cannot create the JSON-lines file '{}' (json-path): {}",
+                            p.display(),
+                            e
+                        ]
                     )
                 })?;
                 Some((p, BufWriter::new(f)))
@@ -214,17 +217,22 @@ impl YoloDetect {
             padding: s.padding.to_lib(),
             pad_value: Some(s.pad_value.min(255) as u8),
         };
-        let detector = Detector::from_path(Path::new(&s.model), &options, &config).map_err(|e| {
-            let msg = e.to_string();
-            match e {
-                DetectError::Read { .. } => gst::error_msg!(gst::ResourceError::NotFound, ["{}", msg]),
-                DetectError::Runtime(RuntimeError::LibraryNotFound { .. }) => {
-                    gst::error_msg!(gst::LibraryError::Init, ["{}", msg])
+        let detector =
+            Detector::from_path(Path::new(&s.model), &options, &config).map_err(|e| {
+                let msg = e.to_string();
+                match e {
+                    DetectError::Read { .. } => {
+                        gst::error_msg!(gst::ResourceError::NotFound, ["{}", msg])
+                    }
+                    DetectError::Runtime(RuntimeError::LibraryNotFound { .. }) => {
+                        gst::error_msg!(gst::LibraryError::Init, ["{}", msg])
+                    }
+                    DetectError::Runtime(_) => {
+                        gst::error_msg!(gst::LibraryError::Settings, ["{}", msg])
+                    }
+                    _ => gst::error_msg!(gst::ResourceError::OpenRead, ["{}", msg]),
                 }
-                DetectError::Runtime(_) => gst::error_msg!(gst::LibraryError::Settings, ["{}", msg]),
-                _ => gst::error_msg!(gst::ResourceError::OpenRead, ["{}", msg]),
-            }
-        })?;
+            })?;
         gst::info!(
             CAT,
             imp = self,
@@ -261,7 +269,11 @@ impl YoloDetect {
             w.flush().map_err(|e| {
                 gst::error_msg!(
                     gst::ResourceError::Write,
-                    ["cannot write the JSON-lines file '{}': {}", path.display(), e]
+                    [
+                        "cannot write the JSON-lines file '{}': {}",
+                        path.display(),
+                        e
+                    ]
                 )
             })?;
         }
@@ -466,9 +478,7 @@ impl ObjectImpl for YoloDetect {
             "input-range" => s.input_range = value.get().unwrap_or_default(),
             "padding" => s.padding = value.get().unwrap_or_default(),
             "pad-value" => s.pad_value = value.get().unwrap_or(DEFAULT_PAD_VALUE),
-            "score-threshold" => {
-                s.score_threshold = value.get().unwrap_or(DEFAULT_SCORE_THRESHOLD)
-            }
+            "score-threshold" => s.score_threshold = value.get().unwrap_or(DEFAULT_SCORE_THRESHOLD),
             "iou-threshold" => s.iou_threshold = value.get().unwrap_or(DEFAULT_IOU_THRESHOLD),
             "max-detections" => s.max_detections = value.get().unwrap_or(DEFAULT_MAX_DETECTIONS),
             "classes" => s.classes = string(),
@@ -565,12 +575,15 @@ impl ElementImpl for YoloDetect {
             let caps = gst_video::VideoCapsBuilder::new()
                 .format_list(RGB_FORMATS)
                 .build();
-            [("src", gst::PadDirection::Src), ("sink", gst::PadDirection::Sink)]
-                .into_iter()
-                .filter_map(|(name, dir)| {
-                    gst::PadTemplate::new(name, dir, gst::PadPresence::Always, &caps).ok()
-                })
-                .collect()
+            [
+                ("src", gst::PadDirection::Src),
+                ("sink", gst::PadDirection::Sink),
+            ]
+            .into_iter()
+            .filter_map(|(name, dir)| {
+                gst::PadTemplate::new(name, dir, gst::PadPresence::Always, &caps).ok()
+            })
+            .collect()
         });
         TEMPLATES.as_ref()
     }
@@ -608,7 +621,11 @@ impl BaseTransformImpl for YoloDetect {
         let info = gst_video::VideoInfo::from_caps(incaps)
             .map_err(|_| gst::loggable_error!(CAT, "not raw video caps: {}", incaps))?;
         if super::rgb_layout(info.format()).is_none() {
-            return Err(gst::loggable_error!(CAT, "unsupported format in caps {}", incaps));
+            return Err(gst::loggable_error!(
+                CAT,
+                "unsupported format in caps {}",
+                incaps
+            ));
         }
         let mut guard = lock(&self.state);
         let state = guard
@@ -657,8 +674,8 @@ impl BaseTransformImpl for YoloDetect {
         if run {
             let started = Instant::now();
             let post = Self::post_process(&settings, state);
-            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(&*buf, &info)
-                .map_err(|_| {
+            let frame =
+                gst_video::VideoFrameRef::from_buffer_ref_readable(&*buf, &info).map_err(|_| {
                     gst::element_imp_error!(self, gst::CoreError::Failed, ["Failed to map buffer"]);
                     gst::FlowError::Error
                 })?;
@@ -688,7 +705,11 @@ impl BaseTransformImpl for YoloDetect {
                 gst::element_imp_error!(
                     self,
                     gst::ResourceError::Write,
-                    ["cannot write the JSON-lines file '{}': {}", path.display(), e]
+                    [
+                        "cannot write the JSON-lines file '{}': {}",
+                        path.display(),
+                        e
+                    ]
                 );
                 gst::FlowError::Error
             })?;

@@ -54,7 +54,10 @@ impl Layout {
 #[enum_type(name = "GstYoloDetectColorOrder")]
 pub enum ColorOrder {
     #[default]
-    #[enum_value(name = "As the layout's reference code: BGR for YOLOX, RGB otherwise", nick = "auto")]
+    #[enum_value(
+        name = "As the layout's reference code: BGR for YOLOX, RGB otherwise",
+        nick = "auto"
+    )]
     Auto = 0,
     #[enum_value(name = "RGB", nick = "rgb")]
     Rgb = 1,
@@ -78,7 +81,10 @@ impl ColorOrder {
 #[enum_type(name = "GstYoloDetectInputRange")]
 pub enum InputRange {
     #[default]
-    #[enum_value(name = "As the layout's reference code: 0-255 for YOLOX, 0-1 otherwise", nick = "auto")]
+    #[enum_value(
+        name = "As the layout's reference code: 0-255 for YOLOX, 0-1 otherwise",
+        nick = "auto"
+    )]
     Auto = 0,
     #[enum_value(name = "Raw 0-255 values", nick = "0-255")]
     Byte = 1,
@@ -107,7 +113,10 @@ pub enum Padding {
         nick = "auto"
     )]
     Auto = 0,
-    #[enum_value(name = "Frame at the top-left, padding bottom and right", nick = "bottom-right")]
+    #[enum_value(
+        name = "Frame at the top-left, padding bottom and right",
+        nick = "bottom-right"
+    )]
     BottomRight = 1,
     #[enum_value(name = "Frame centred", nick = "centre")]
     Centre = 2,
