@@ -317,7 +317,10 @@ impl Detector {
             })
             .map(|d| lb.to_frame(d))
             .filter(|d| d.area() > 0.0)
-            .filter(|d| post.roi.is_none_or(|r| r.keeps(d, img.width, img.height)))
+            .filter(|d| {
+                post.roi
+                    .is_none_or(|r| r.keeps(d, post.roi_anchor, img.width, img.height))
+            })
             .collect();
         Ok(nms(kept, post.iou_threshold, post.max_detections))
     }
@@ -328,7 +331,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::detect::Roi;
+    use crate::detect::{Roi, RoiAnchor};
     use crate::onnx::fixtures::constant_detector;
 
     /// The fixtures' input is 64x64: 8x8 + 4x4 + 2x2 = 84 grid cells.
@@ -411,7 +414,7 @@ mod tests {
                 ([96.0, 32.0, 128.0, 64.0], 0.3, 0),
             ],
         );
-        // Class filter, region of interest (left half, by centre), a higher threshold.
+        // Class filter, region of interest (left half, by bottom centre), a higher threshold.
         let post = PostProcess {
             classes: Some(BTreeSet::from([0])),
             roi: Some(Roi {
@@ -630,5 +633,52 @@ mod tests {
             );
             assert!(best.0 >= 0.7, "car {reference:?} not found: {cars:?}");
         }
+    }
+
+    /// On BDD frames the detector reports the ego car's hood as a wide car along the bottom edge
+    /// (data README); a region of interest ending above it drops that box and keeps the others.
+    #[test]
+    fn roi_drops_the_ego_hood_on_bdd_frames() {
+        let (Some(model), Some(dir)) = (
+            crate::data::shared_path("models/yolox_nano_416.onnx"),
+            crate::data::shared_path("clean-driving/bdd"),
+        ) else {
+            eprintln!(
+                "skipping: ../shared/data/models/yolox_nano_416.onnx or clean-driving/bdd is absent"
+            );
+            return;
+        };
+        if let Err(e) = crate::runtime::init_ort(None) {
+            eprintln!("skipping: {e}");
+            return;
+        }
+        let mut d = Detector::from_path(&model, &cpu(), &DetectorConfig::default()).expect("loads");
+        let roi: Roi = "0,0,1,0.85".parse().expect("roi");
+        let mut hoods = 0;
+        for path in crate::imageio::list_images(&dir).expect("bdd frames") {
+            let img = crate::imageio::load_rgb(&path).expect("frame");
+            let (w, h) = (img.width() as usize, img.height() as usize);
+            let view = ImageView::rgb(img.as_raw(), w, h);
+            let is_hood = |b: &Detection| b.y2 >= 0.97 * h as f32 && b.width() >= 0.5 * w as f32;
+            let all = d.detect(&view, &PostProcess::default()).expect("runs");
+            let post = PostProcess {
+                roi: Some(roi),
+                ..PostProcess::default()
+            };
+            let kept = d.detect(&view, &post).expect("runs");
+            hoods += all.iter().filter(|b| is_hood(b)).count();
+            assert!(
+                !kept.iter().any(is_hood),
+                "{}: hood kept: {kept:?}",
+                path.display()
+            );
+            // Everything whose centre is above the line survives.
+            let above = all
+                .iter()
+                .filter(|b| roi.keeps(b, RoiAnchor::BottomCentre, w, h))
+                .count();
+            assert_eq!(kept.len(), above, "{}", path.display());
+        }
+        assert!(hoods > 0, "no hood box found on any BDD frame");
     }
 }

@@ -71,10 +71,8 @@ impl Detection {
     }
 }
 
-/// A region of interest in fractions of the frame (`0,0,1,1` is the whole frame). A box is kept
-/// when its **centre** lies inside (edges included): a wide box along the bottom edge, such as the
-/// ego car's own hood, is dropped by `roi=0,0,1,0.8`, while a car ahead whose lower edge dips
-/// below that line is kept.
+/// A region of interest in fractions of the frame (`0,0,1,1` is the whole frame). Which point of
+/// a box must lie inside (edges included) for the box to be kept is a [`RoiAnchor`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Roi {
     pub x1: f32,
@@ -83,12 +81,33 @@ pub struct Roi {
     pub y2: f32,
 }
 
+/// The point of a box that a [`Roi`] is tested against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RoiAnchor {
+    /// The middle of the box's bottom edge: where an object meets the road. The ego car's hood,
+    /// reported as a wide box along the frame's bottom edge, has its anchor on that edge, so
+    /// `roi=0,0,1,0.85` drops it whatever its height, while every car ahead stands above it.
+    #[default]
+    BottomCentre,
+    /// The centre of the box.
+    Centre,
+    /// The whole box: it must lie entirely inside.
+    WholeBox,
+}
+
 impl Roi {
-    /// Whether the centre of `d` (in pixels of a `width`×`height` frame) is inside.
-    pub fn keeps(&self, d: &Detection, width: usize, height: usize) -> bool {
+    /// Whether `d` (in pixels of a `width`×`height` frame) is kept under `anchor`.
+    pub fn keeps(&self, d: &Detection, anchor: RoiAnchor, width: usize, height: usize) -> bool {
+        let (w, h) = (width.max(1) as f32, height.max(1) as f32);
+        let inside = |x: f32, y: f32| {
+            (self.x1..=self.x2).contains(&(x / w)) && (self.y1..=self.y2).contains(&(y / h))
+        };
         let (cx, cy) = d.centre();
-        let (fx, fy) = (cx / width.max(1) as f32, cy / height.max(1) as f32);
-        (self.x1..=self.x2).contains(&fx) && (self.y1..=self.y2).contains(&fy)
+        match anchor {
+            RoiAnchor::BottomCentre => inside(cx, d.y2),
+            RoiAnchor::Centre => inside(cx, cy),
+            RoiAnchor::WholeBox => inside(d.x1, d.y1) && inside(d.x2, d.y2),
+        }
     }
 }
 
@@ -135,8 +154,9 @@ pub struct PostProcess {
     pub max_detections: usize,
     /// Class ids to keep; `None` keeps all.
     pub classes: Option<BTreeSet<usize>>,
-    /// Boxes whose centre falls outside are dropped; `None` keeps all.
+    /// Boxes whose anchor falls outside are dropped; `None` keeps all.
     pub roi: Option<Roi>,
+    pub roi_anchor: RoiAnchor,
 }
 
 impl Default for PostProcess {
@@ -147,6 +167,7 @@ impl Default for PostProcess {
             max_detections: 300,
             classes: None,
             roi: None,
+            roi_anchor: RoiAnchor::BottomCentre,
         }
     }
 }
@@ -225,12 +246,18 @@ mod tests {
     }
 
     #[test]
-    fn roi_keeps_by_centre() {
+    fn roi_keeps_by_anchor() {
+        use RoiAnchor::*;
         let roi: Roi = "0, 0, 1, 0.8".parse().unwrap();
-        // A hood along the bottom of a 100x100 frame: centre y 0.9.
-        assert!(!roi.keeps(&det(0.0, 80.0, 100.0, 100.0), 100, 100));
-        // A car whose bottom edge dips below the line: centre y 0.75.
-        assert!(roi.keeps(&det(40.0, 65.0, 60.0, 85.0), 100, 100));
+        let keeps = |d: &Detection, a| roi.keeps(d, a, 100, 100);
+        // A tall hood along the bottom of a 100x100 frame: centre y 0.7, bottom 1.0.
+        let hood = det(0.0, 40.0, 100.0, 100.0);
+        assert!(!keeps(&hood, BottomCentre) && keeps(&hood, Centre) && !keeps(&hood, WholeBox));
+        // A car whose bottom edge dips below the line: centre y 0.75, bottom 0.85.
+        let car = det(40.0, 65.0, 60.0, 85.0);
+        assert!(!keeps(&car, BottomCentre) && keeps(&car, Centre) && !keeps(&car, WholeBox));
+        let far = det(40.0, 50.0, 60.0, 70.0);
+        assert!(keeps(&far, BottomCentre) && keeps(&far, Centre) && keeps(&far, WholeBox));
         for bad in ["0,0,1", "0,0,1,1.5", "0.5,0,0.4,1", "a,b,c,d", ""] {
             let e = bad.parse::<Roi>().unwrap_err();
             assert!(e.contains(bad) && e.contains("x1,y1,x2,y2"), "{e}");

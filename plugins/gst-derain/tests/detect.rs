@@ -158,9 +158,15 @@ fn class_filter_roi_and_thresholds_drop_boxes() {
     assert_eq!(count("score-threshold=0.5"), 1);
     assert_eq!(count("iou-threshold=0.7"), 3);
     assert_eq!(count("max-detections=1"), 1);
-    // Centres: (56,40) and (48,48) in a 128x64 frame; x <= 0.4 keeps only the second.
+    // Boxes [40,32,72,48] and [32,32,64,64] in a 128x64 frame: bottom centres (56,48) and
+    // (48,64), centres (56,40) and (48,48).
     assert_eq!(count("roi=0,0,0.4,1"), 1);
     assert_eq!(count("roi=0,0,1,0.5"), 0);
+    assert_eq!(count("roi=0,0,1,0.74"), 0);
+    assert_eq!(count("roi=0,0,1,0.74 roi-anchor=centre"), 1);
+    assert_eq!(count("roi=0,0,1,0.8"), 1);
+    assert_eq!(count("roi=0.3,0,1,1 roi-anchor=centre"), 2);
+    assert_eq!(count("roi=0.3,0,1,1 roi-anchor=whole-box"), 1);
 }
 
 #[test]

@@ -11,7 +11,8 @@
  * 0-255 letterboxed at the top-left with grey 114 padding; YOLOv5/YOLOv8 get RGB values /255,
  * letterboxed centred with grey 114. Post-processing: score = objectness x class score (class
  * score alone for YOLOv8), best class per box, score threshold, class filter, region of interest
- * (a box is kept when its centre lies inside), then per-class NMS.
+ * (a box is kept when its anchor, by default the middle of its bottom edge, lies inside: that
+ * drops the ego car's hood, seen as a wide box along the frame's bottom edge), then per-class NMS.
  *
  * ## Example launch line
  * |[
@@ -34,7 +35,7 @@ use derain::detect::{
 };
 use derain::runtime::{RuntimeError, SessionOptions};
 
-use super::{ColorOrder, DETECTION_PARAMS, InputRange, Layout, Padding, RGB_FORMATS};
+use super::{ColorOrder, DETECTION_PARAMS, InputRange, Layout, Padding, RGB_FORMATS, RoiAnchor};
 use crate::derain::Provider;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -78,6 +79,7 @@ struct Settings {
     roi: Option<Roi>,
     /// Why the last value set for `roi` was refused; refused again at start.
     roi_error: Option<String>,
+    roi_anchor: RoiAnchor,
     interval: u32,
     json_path: String,
 }
@@ -105,6 +107,7 @@ impl Default for Settings {
             labels_file: String::new(),
             roi: None,
             roi_error: None,
+            roi_anchor: RoiAnchor::BottomCentre,
             interval: 1,
             json_path: String::new(),
         }
@@ -287,6 +290,7 @@ impl YoloDetect {
             max_detections: s.max_detections as usize,
             classes: state.classes.clone(),
             roi: s.roi,
+            roi_anchor: s.roi_anchor.into(),
         }
     }
 }
@@ -409,7 +413,12 @@ impl ObjectImpl for YoloDetect {
                     .build(),
                 glib::ParamSpecString::builder("roi")
                     .nick("Region of interest")
-                    .blurb("x1,y1,x2,y2 in fractions of the frame; boxes whose centre lies outside are dropped (e.g. 0,0,1,0.85 ignores the car's own hood); empty = whole frame")
+                    .blurb("x1,y1,x2,y2 in fractions of the frame; boxes whose anchor (see roi-anchor) lies outside are dropped, e.g. 0,0,1,0.85 ignores the car's own hood; empty = whole frame")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("roi-anchor", RoiAnchor::BottomCentre)
+                    .nick("Region of interest anchor")
+                    .blurb("Point of a box that must lie inside roi: bottom-centre (where it meets the road), centre, or whole-box")
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt::builder("interval")
@@ -504,6 +513,7 @@ impl ObjectImpl for YoloDetect {
                     }
                 }
             }
+            "roi-anchor" => s.roi_anchor = value.get().unwrap_or_default(),
             "interval" => s.interval = value.get::<u32>().unwrap_or(1).max(1),
             "json-path" => s.json_path = string(),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
@@ -532,6 +542,7 @@ impl ObjectImpl for YoloDetect {
             "classes" => s.classes.to_value(),
             "labels-file" => s.labels_file.to_value(),
             "roi" => s.roi.map(|r| r.to_string()).unwrap_or_default().to_value(),
+            "roi-anchor" => s.roi_anchor.to_value(),
             "interval" => s.interval.to_value(),
             "json-path" => s.json_path.to_value(),
             name => {

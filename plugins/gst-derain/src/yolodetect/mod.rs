@@ -132,6 +132,33 @@ impl Padding {
     }
 }
 
+/// Which point of a box the region of interest is tested against (the `roi-anchor` property).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstYoloDetectRoiAnchor")]
+pub enum RoiAnchor {
+    #[default]
+    #[enum_value(
+        name = "Middle of the box's bottom edge, where the object meets the road",
+        nick = "bottom-centre"
+    )]
+    BottomCentre = 0,
+    #[enum_value(name = "Centre of the box", nick = "centre")]
+    Centre = 1,
+    #[enum_value(name = "The whole box must lie inside", nick = "whole-box")]
+    WholeBox = 2,
+}
+
+impl From<RoiAnchor> for derain::detect::RoiAnchor {
+    fn from(a: RoiAnchor) -> Self {
+        match a {
+            RoiAnchor::BottomCentre => Self::BottomCentre,
+            RoiAnchor::Centre => Self::Centre,
+            RoiAnchor::WholeBox => Self::WholeBox,
+        }
+    }
+}
+
 /// The packed 8-bit RGB-family formats both detection elements take.
 pub(crate) const RGB_FORMATS: [gst_video::VideoFormat; 10] = [
     gst_video::VideoFormat::Rgb,
