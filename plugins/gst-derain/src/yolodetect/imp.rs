@@ -651,6 +651,8 @@ impl BaseTransformImpl for YoloDetect {
             info.format()
         );
         state.info = Some(info);
+        // Boxes found at another size must not be re-attached (see interval).
+        state.last = None;
         Ok(())
     }
 
@@ -764,6 +766,12 @@ impl BaseTransformImpl for YoloDetect {
     }
 
     fn sink_event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::FlushStop(_) = event.view()
+            && let Some(state) = lock(&self.state).as_mut()
+        {
+            // After a seek the last boxes belong to another moment.
+            state.last = None;
+        }
         if let gst::EventView::Eos(_) = event.view() {
             let flushed = match lock(&self.state).as_mut() {
                 Some(state) => self.flush_json(state),
