@@ -8,6 +8,7 @@
 pub mod card;
 pub mod data;
 pub mod dataset;
+pub mod detect;
 pub mod eval;
 pub mod footage;
 pub mod frame;

@@ -220,39 +220,44 @@ pub fn default_trt_cache_dir() -> PathBuf {
 /// Sessions alive in this process: lets tests (and users) check that restarts leak none.
 static OPEN_SESSIONS: AtomicUsize = AtomicUsize::new(0);
 
-/// How many [`Generator`]s (ONNX Runtime sessions) are alive in this process.
+/// How many ONNX Runtime sessions ([`OpenSession`]s: generators and detectors) are alive in this
+/// process.
 pub fn open_sessions() -> usize {
     OPEN_SESSIONS.load(Ordering::SeqCst)
 }
 
-/// A generator ready to run: one ONNX Runtime session on one provider.
-pub struct Generator {
+/// An ONNX Runtime session on the provider that really runs it, counted in [`open_sessions`]
+/// while alive. [`Generator`] and the detection stage's `Detector` are both built on it.
+pub struct OpenSession {
     session: Session,
-    origin: String,
     provider: Provider,
-    multiple_of: u32,
 }
 
-impl fmt::Debug for Generator {
+impl fmt::Debug for OpenSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Generator")
-            .field("origin", &self.origin)
+        f.debug_struct("OpenSession")
             .field("provider", &self.provider)
             .finish()
     }
 }
 
-impl Drop for Generator {
+impl Drop for OpenSession {
     fn drop(&mut self) {
         OPEN_SESSIONS.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-impl Generator {
-    /// Builds a session for `model` on the provider `options` ask for. `auto` tries TensorRT, CUDA
-    /// and the CPU in turn and logs each fallback; an explicit GPU provider that cannot load is an
-    /// error, never a silent fall back to the CPU.
-    pub fn new(model: &Model, options: &SessionOptions) -> Result<Self, RuntimeError> {
+impl OpenSession {
+    /// Builds a session for the ONNX model `bytes` on the provider `options` ask for. `auto` tries
+    /// TensorRT, CUDA and the CPU in turn and logs each fallback; an explicit GPU provider that
+    /// cannot load is an error, never a silent fall back to the CPU. `origin` names the model in
+    /// messages; `sha256` (hex) keys its TensorRT engine cache.
+    pub fn new(
+        bytes: &[u8],
+        origin: &str,
+        sha256: &str,
+        options: &SessionOptions,
+    ) -> Result<Self, RuntimeError> {
         let (_, env) = environment(options.ort_library.as_deref())?;
         let order: &[Provider] = match options.provider {
             Provider::Auto => &[Provider::TensorRt, Provider::Cuda, Provider::Cpu],
@@ -260,22 +265,21 @@ impl Generator {
             Provider::Cuda => &[Provider::Cuda],
             Provider::TensorRt => &[Provider::TensorRt],
         };
+        let source = Source {
+            bytes,
+            origin,
+            sha256,
+        };
         let mut last_err = None;
         for &provider in order {
-            match build_session(&env, model, options, provider) {
+            match build_session(&env, &source, options, provider) {
                 Ok(session) => {
                     log::info!(
-                        "model '{}' runs on the {provider} provider (asked for {})",
-                        model.origin(),
+                        "model '{origin}' runs on the {provider} provider (asked for {})",
                         options.provider
                     );
                     OPEN_SESSIONS.fetch_add(1, Ordering::SeqCst);
-                    return Ok(Self {
-                        session,
-                        origin: model.origin().to_string(),
-                        provider,
-                        multiple_of: model.multiple_of(),
-                    });
+                    return Ok(Self { session, provider });
                 }
                 Err(e) if options.provider == Provider::Auto && provider != Provider::Cpu => {
                     log::info!("provider auto: {provider} not used ({e}); trying the next");
@@ -295,6 +299,44 @@ impl Generator {
     /// The provider that really runs the network (never `Auto`).
     pub fn provider(&self) -> Provider {
         self.provider
+    }
+
+    /// The ONNX Runtime session, for its inputs, outputs and `run`.
+    pub fn session(&mut self) -> &mut Session {
+        &mut self.session
+    }
+}
+
+/// A generator ready to run: one ONNX Runtime session on one provider.
+pub struct Generator {
+    session: OpenSession,
+    origin: String,
+    multiple_of: u32,
+}
+
+impl fmt::Debug for Generator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Generator")
+            .field("origin", &self.origin)
+            .field("provider", &self.session.provider)
+            .finish()
+    }
+}
+
+impl Generator {
+    /// Builds a session for `model` on the provider `options` ask for (see [`OpenSession::new`]).
+    pub fn new(model: &Model, options: &SessionOptions) -> Result<Self, RuntimeError> {
+        let session = OpenSession::new(model.bytes(), model.origin(), model.sha256(), options)?;
+        Ok(Self {
+            session,
+            origin: model.origin().to_string(),
+            multiple_of: model.multiple_of(),
+        })
+    }
+
+    /// The provider that really runs the network (never `Auto`).
+    pub fn provider(&self) -> Provider {
+        self.session.provider
     }
 
     /// H and W of the tensors given to [`Generator::run`] must be multiples of this.
@@ -327,6 +369,7 @@ impl Generator {
             TensorRef::from_array_view((shape, input)).map_err(|e| run_err(e.to_string()))?;
         let outputs = self
             .session
+            .session
             .run(ort::inputs![INPUT_NAME => tensor])
             .map_err(|e| RuntimeError::Run {
                 origin: self.origin.clone(),
@@ -348,14 +391,21 @@ impl Generator {
     }
 }
 
+/// The model a session is built from.
+struct Source<'a> {
+    bytes: &'a [u8],
+    origin: &'a str,
+    sha256: &'a str,
+}
+
 fn build_session(
     env: &Environment,
-    model: &Model,
+    model: &Source<'_>,
     options: &SessionOptions,
     provider: Provider,
 ) -> Result<Session, RuntimeError> {
     let session_err = |reason: String| RuntimeError::Session {
-        origin: model.origin().to_string(),
+        origin: model.origin.to_string(),
         provider,
         reason,
     };
@@ -402,7 +452,7 @@ fn build_session(
         }
     };
     builder
-        .commit_from_memory(model.bytes())
+        .commit_from_memory(model.bytes)
         .map_err(|e| session_err(e.to_string()))
 }
 
@@ -438,13 +488,13 @@ fn require_compiled<E: ExecutionProvider>(provider: Provider) -> Result<(), Runt
 
 /// Engines are kept per model (hash) and precision; TensorRT adds the GPU's compute capability to
 /// each engine's file name, so one directory serves several GPUs.
-fn trt_engine_dir(model: &Model, options: &SessionOptions) -> PathBuf {
+fn trt_engine_dir(model: &Source<'_>, options: &SessionOptions) -> PathBuf {
     let root = options
         .trt_cache_dir
         .clone()
         .unwrap_or_else(default_trt_cache_dir);
     let precision = if options.trt_fp16 { "fp16" } else { "fp32" };
-    let hash = model.sha256().get(..16).unwrap_or(model.sha256());
+    let hash = model.sha256.get(..16).unwrap_or(model.sha256);
     root.join(format!("{hash}-{precision}"))
 }
 

@@ -5,7 +5,7 @@ use onnx_protobuf::{ModelProto, StringStringEntryProto, tensor_proto::DataType};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::builder::{DEFAULT_OPSET, Dim, GraphBuilder, to_bytes};
+use super::builder::{Attr, DEFAULT_OPSET, Dim, GraphBuilder, to_bytes};
 use crate::card::{CARD_KEY, INPUT_NAME, ModelCard, OUTPUT_NAME};
 
 /// The contract's input and output dimensions, `[N,3,H,W]`.
@@ -146,6 +146,36 @@ pub fn custom_io(io: FixtureIo) -> Vec<u8> {
         .into_iter()
         .collect();
     to_bytes(&model).expect("fixture graphs are small")
+}
+
+/// A stand-in object detector whose output is known: input `images` float32 `[1,3,H,W]` (`None`
+/// leaves H and W dynamic), output `output` = `values` with shape `output_shape`, whatever the
+/// image. The graph is `ReduceMean(images)·0 + constant`, so ONNX Runtime really runs it (and
+/// refuses a wrong input) while the result stays exact.
+pub fn constant_detector(
+    input_hw: Option<(usize, usize)>,
+    output_shape: &[usize],
+    values: Vec<f32>,
+) -> Vec<u8> {
+    let (h, w) = match input_hw {
+        Some((h, w)) => (Dim::Fixed(h as i64), Dim::Fixed(w as i64)),
+        None => (Dim::Symbolic("H"), Dim::Symbolic("W")),
+    };
+    let mut g = GraphBuilder::new("constant_detector");
+    let x = g.input(
+        "images",
+        DataType::FLOAT,
+        &[Dim::Fixed(1), Dim::Fixed(3), h, w],
+    );
+    let mean = g.node1("ReduceMean", &[&x], vec![Attr::int("keepdims", 0)]);
+    let zero = g.mul_scalar(&mean, 0.0);
+    let c = g.initializer("boxes", output_shape, values);
+    g.node("Add", &[&zero, &c], &["output"], vec![]);
+    let dims: Vec<Dim<'_>> = output_shape.iter().map(|&d| Dim::Fixed(d as i64)).collect();
+    g.output("output", DataType::FLOAT, &dims);
+    let mut card = ModelCard::new("constant_detector");
+    card.architecture = format!("constant output {output_shape:?}");
+    bytes(g, &card)
 }
 
 #[cfg(test)]

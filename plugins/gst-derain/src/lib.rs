@@ -1,13 +1,18 @@
-//! GStreamer plugin `derain`: rain removal for driving cameras. Thin on purpose: the element calls
-//! into the `derain` library for model loading, inference and frame conversion.
+//! GStreamer plugin `derain`: rain removal for driving cameras (`derain`) and the detection stage
+//! after it (`yolodetect`, `boxoverlay`). Thin on purpose: the elements call into the `derain`
+//! library for model loading, inference, frame conversion, box decoding and drawing.
 #![allow(clippy::non_send_fields_in_send_ty, unused_doc_comments)]
 
 use gst::glib;
 
+mod boxoverlay;
 mod derain;
+mod yolodetect;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    derain::register(plugin)
+    derain::register(plugin)?;
+    yolodetect::register(plugin)?;
+    boxoverlay::register(plugin)
 }
 
 gst::plugin_define!(
