@@ -405,7 +405,6 @@ pub fn run(args: RunArgs) -> Result<()> {
         .static_pad("sink")
         .context("internal: the first queue has no sink pad")?;
 
-    signals::install();
     let ending = drive(&pipeline, &head, &plan, &counters, output.is_some());
     // Read the elements' own counters while they still exist (stopping drops their state).
     let derain_el = pipeline.by_name("derain");
@@ -640,6 +639,9 @@ fn drive(
             finalised: false,
         };
     }
+    // Only now: until the pipeline runs there is nothing to finalise, and a Ctrl-C during a long
+    // start (a TensorRT engine build) should simply end the process.
+    signals::install();
     let started = Instant::now();
     let mut last_progress = Instant::now();
     let mut stop_sent = false;
@@ -746,7 +748,7 @@ fn describe_error(e: &gst::message::Error, plan: &Plan) -> String {
             Input::TestPattern(_) => "the test pattern".into(),
         };
         let hint = if matches!(plan.input, Input::Network { .. }) {
-            "; check the address and that the server is reachable"
+            "; check the address, the network and the server"
         } else {
             ""
         };
