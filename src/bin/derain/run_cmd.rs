@@ -3,7 +3,7 @@
 //! ```text
 //! source → decode → videoconvert (RGB) → queue → derain → [queue → yolodetect] → [boxoverlay] → tee
 //!   tee → queue → x264enc → mp4mux → filesink     (--output)
-//!   tee → queue (leaky) → autovideosink           (--display)
+//!   tee → queue (leaky) → autovideosink / kmssink (--display)
 //!   tee → queue → appsink → bounded queue → JSON lines, statistics
 //! ```
 //!
@@ -135,7 +135,8 @@ struct Plan {
     derain: DerainStage,
     detector: Option<PathBuf>,
     output: bool,
-    display: bool,
+    /// The video sink for `--display`.
+    display: Option<&'static str>,
     live: bool,
 }
 
@@ -172,7 +173,7 @@ impl Plan {
                 chain.push(queue("q1"));
             }
             chain.push("yolodetect name=detect".into());
-            if self.output || self.display {
+            if self.output || self.display.is_some() {
                 chain.push("boxoverlay name=overlay".into());
             }
         }
@@ -191,12 +192,12 @@ impl Plan {
                  ! filesink name=out",
             );
         }
-        if self.display {
+        if let Some(sink) = self.display {
             // A slow window may skip frames; it never holds up the file or the statistics.
-            desc.push_str(
+            desc.push_str(&format!(
                 " t. ! queue name=qdisp max-size-buffers=2 max-size-bytes=0 max-size-time=0 \
-                 leaky=downstream ! videoconvert ! autovideosink sync=false",
-            );
+                 leaky=downstream ! videoconvert ! {sink} sync=false"
+            ));
         }
         desc
     }
@@ -209,12 +210,32 @@ impl Plan {
         }
         if self.detector.is_some() {
             v.push("yolodetect");
-            if self.output || self.display {
+            if self.output || self.display.is_some() {
                 v.push("boxoverlay");
             }
         }
         v
     }
+}
+
+/// The sink for `--display`: a window under X11 or Wayland, the screen itself (KMS) on a console.
+/// Without either it is an error: autovideosink would probe every sink there is, and some
+/// (DirectFB on Debian 12) crash the process when they find no display.
+fn display_sink() -> Result<&'static str> {
+    let set = |v: &str| std::env::var_os(v).is_some_and(|v| !v.is_empty());
+    if set("DISPLAY") || set("WAYLAND_DISPLAY") {
+        return Ok("autovideosink");
+    }
+    let has_drm = std::fs::read_dir("/dev/dri").is_ok_and(|mut d| {
+        d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("card")))
+    });
+    if has_drm {
+        return Ok("kmssink");
+    }
+    bail!(
+        "--display: no display to show the video on (DISPLAY and WAYLAND_DISPLAY are unset and \
+         there is no /dev/dri/card* for kmssink); use --output instead"
+    )
 }
 
 /// A file that exists only while the run needs it: removed on drop unless kept.
@@ -315,19 +336,14 @@ pub fn run(args: RunArgs) -> Result<()> {
     if (args.classes.is_some() || args.roi.is_some()) && args.detector.is_none() {
         bail!("--classes and --roi filter the detector's boxes: they need --detector");
     }
-    if args.display
-        && std::env::var_os("DISPLAY").is_none()
-        && std::env::var_os("WAYLAND_DISPLAY").is_none()
-    {
-        log::warn!("--display: no DISPLAY or WAYLAND_DISPLAY; the window may not open");
-    }
+    let display = args.display.then(display_sink).transpose()?;
     let plan = Plan {
         live: input.is_live(),
         input,
         derain,
         detector: args.detector.clone(),
         output: args.output.is_some(),
-        display: args.display,
+        display,
     };
     // Outputs are created before anything runs, so a path that cannot be written fails now.
     let output = args
@@ -773,7 +789,7 @@ mod tests {
             derain,
             detector: detector.then(|| PathBuf::from("d.onnx")),
             output,
-            display: false,
+            display: None,
             live,
         }
     }
