@@ -336,6 +336,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     if (args.classes.is_some() || args.roi.is_some()) && args.detector.is_none() {
         bail!("--classes and --roi filter the detector's boxes: they need --detector");
     }
+    if let Some(r) = &args.roi {
+        // The element would refuse it too, but only once everything is loaded.
+        r.parse::<derain::detect::Roi>()
+            .map_err(|e| anyhow::anyhow!("--roi: {e}"))?;
+    }
     let display = args.display.then(display_sink).transpose()?;
     let plan = Plan {
         live: input.is_live(),
@@ -466,9 +471,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             None
         }
     };
-    if let Some(j) = json_scratch.take() {
-        let mut j = j;
-        // Lines already written are whole: keep them whatever happened.
+    if let Some(mut j) = json_scratch.take() {
+        // Lines already written are whole: keep them whatever happened after.
         j.keep = Counters::get(&counters.frames_out) > 0 || finalised;
     }
 
@@ -498,7 +502,12 @@ pub fn run(args: RunArgs) -> Result<()> {
             Ok(())
         }
         Ending::Aborted => {
-            eprintln!("aborted: the output was not finalised and has been removed");
+            if args.output.is_some() {
+                eprintln!("aborted: the output was not finalised and has been removed");
+            } else {
+                eprintln!("aborted");
+            }
+            // The shell's convention for "ended by SIGINT".
             std::process::exit(130);
         }
         Ending::Failed { error, finalised } => {
