@@ -7,8 +7,13 @@ PREFIX_BIN ?= $(HOME)/.local/bin
 GST_USER_PLUGINS ?= $(HOME)/.local/share/gstreamer-1.0/plugins
 DERAIN_LIB ?= $(HOME)/.local/share/derain/lib
 DATA ?= $(abspath ../shared/data)
+# `make eval-detect`: MODEL empty = an identity stand-in (no trained model ships yet).
+MODEL ?=
+DETECTOR ?= $(DATA)/models/yolox_nano_416.onnx
+PAIRS ?= $(DATA)/pairs/carla-dev
+PROVIDER ?= auto
 
-.PHONY: setup build release test lint demo bench install uninstall clean
+.PHONY: setup build release test lint demo bench eval-detect install uninstall clean
 
 setup:
 	@./scripts/setup.sh
@@ -38,6 +43,14 @@ bench: release
 	$(CARGO) bench --bench footage --no-run
 	taskset -c 0 $(CARGO) bench --bench footage
 	$(CARGO) bench -p gst-plugin-derain --bench element
+
+# Does deraining help the detector? mAP@0.5 on rainy vs derained pairs (see README).
+EVAL_DETECT = MODEL="$(MODEL)" DETECTOR="$(DETECTOR)" PAIRS="$(PAIRS)" PROVIDER="$(PROVIDER)" \
+	./scripts/eval-detect.sh
+eval-detect: setup
+	@$(EVAL_DETECT) --check-inputs
+	$(CARGO) build --release --bin derain
+	@$(EVAL_DETECT)
 
 install: release
 	install -d $(PREFIX_BIN) $(GST_USER_PLUGINS) $(DERAIN_LIB)

@@ -7,6 +7,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod eval_cmd;
+mod eval_detect_cmd;
+mod run_cmd;
 mod synth_cmd;
 
 use derain::model::Model;
@@ -37,6 +39,10 @@ enum Command {
     Synth(synth_cmd::SynthArgs),
     /// Score results: paired folders (PSNR-Y, SSIM-Y), one folder (NIQE), or a model on pairs.
     Eval(eval_cmd::EvalArgs),
+    /// Derain (and detect on) a video file, stream or camera: write, show and log the result.
+    Run(run_cmd::RunArgs),
+    /// Does deraining help the detector? mAP@0.5 on rainy vs derained frames of rainy/clean pairs.
+    EvalDetect(eval_detect_cmd::EvalDetectArgs),
     /// Write a small generator for tests and benchmarks (not a trained model).
     Fixture {
         #[arg(value_enum)]
@@ -83,6 +89,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Synth(args) => synth_cmd::run(args)?,
         Command::Eval(args) => eval_cmd::run(args)?,
+        Command::Run(args) => run_cmd::run(args)?,
+        Command::EvalDetect(args) => eval_detect_cmd::run(args)?,
         Command::Inspect {
             model,
             provider,
