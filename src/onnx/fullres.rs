@@ -92,7 +92,7 @@ pub fn fullres(
 ) -> Result<ModelProto, BuildError> {
     let c = cfg.channels;
     let (mut n, x) = NetWriter::new("fullres", weights);
-    let x = n.to_signed(&x);
+    let x = n.signed(&x);
     let x = conv(&mut n, &x, "head.0", 3, c);
     let x = n.norm_relu(&x, c);
     let x = conv(&mut n, &x, "head.1", c, c);

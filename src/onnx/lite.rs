@@ -103,7 +103,7 @@ pub fn lite(
     let (c, f) = (cfg.channels, cfg.factor);
     let k = 3 * f * f;
     let (mut n, input) = NetWriter::new("lite", weights);
-    let x = n.to_signed(&input);
+    let x = n.signed(&input);
     let x = n.space_to_depth(&x, f);
     let x = n.conv(&x, "head", k, c, 3, 1, 1);
     let mut x = n.g.relu(&x);

@@ -127,7 +127,7 @@ impl<'a> NetWriter<'a> {
     }
 
     /// `[0,1] → [-1,1]`, the networks' internal range.
-    pub fn to_signed(&mut self, x: &str) -> String {
+    pub fn signed(&mut self, x: &str) -> String {
         let y = self.g.mul_scalar(x, 2.0);
         self.g.sub_scalar(&y, 1.0)
     }

@@ -115,7 +115,7 @@ pub fn resnet9_with_output(
 ) -> Result<ModelProto, BuildError> {
     let b = cfg.base;
     let (mut n, x) = NetWriter::new("resnet9", weights);
-    let x = n.to_signed(&x);
+    let x = n.signed(&x);
 
     let x = n.g.reflect_pad(&x, 3);
     let x = n.conv(&x, "enc.0", 3, b, 7, 1, 0);

@@ -487,7 +487,7 @@ impl TrainConfig {
         range("sampler.entropy_bins", s.entropy_bins, 2, 65536)?;
         let mult = self.generator.multiple_of();
         let min_crop = self.min_crop();
-        if self.crop < min_crop || self.crop > 16384 || self.crop % mult != 0 {
+        if self.crop < min_crop || self.crop > 16384 || !self.crop.is_multiple_of(mult) {
             return Err(out_of_range(
                 "crop",
                 self.crop,

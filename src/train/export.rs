@@ -176,3 +176,61 @@ impl Trainer {
         generator_onnx(self.generator(which), card)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ort::value::TensorRef;
+    use tch::Tensor;
+
+    use super::*;
+    use crate::card::INPUT_NAME;
+    use crate::onnx::RAIN_OUTPUT_NAME;
+    use crate::onnx::testing::ort_session;
+    use crate::train::TrainConfig;
+
+    /// G_R's export (output `rain`, R̂ in [-1,1]) matches the tch network, for every
+    /// architecture.
+    #[test]
+    fn rain_generator_parity() {
+        for generator in [
+            GeneratorArch::Resnet9 { base: 4, blocks: 2 },
+            GeneratorArch::Fullres {
+                channels: 4,
+                blocks: 2,
+            },
+            GeneratorArch::Lite {
+                factor: 2,
+                channels: 6,
+                blocks: 2,
+            },
+        ] {
+            let cfg = TrainConfig {
+                generator,
+                crop: 64,
+                ..TrainConfig::default()
+            };
+            let t = Trainer::new(&cfg).unwrap();
+            let bytes = t.export(GeneratorOutput::Rain, &t.model_card("r")).unwrap();
+            let Some(mut session) = ort_session(&bytes) else {
+                return;
+            };
+            let x = Tensor::rand([1, 3, 24, 36], (Kind::Float, Device::Cpu));
+            let v = Vec::<f32>::try_from(x.reshape([-1])).unwrap();
+            let input = TensorRef::from_array_view(([1usize, 3, 24, 36], &v[..])).unwrap();
+            let out = session.run(ort::inputs![INPUT_NAME => input]).unwrap();
+            let (_, y) = out[RAIN_OUTPUT_NAME].try_extract_tensor::<f32>().unwrap();
+            let want = {
+                let _guard = tch::no_grad_guard();
+                t.generator(GeneratorOutput::Rain).forward(&x)
+            };
+            let want = Vec::<f32>::try_from(want.reshape([-1])).unwrap();
+            let d = y
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(d <= 1e-4, "{}: {d}", generator.describe());
+            assert!(want.iter().any(|v| *v < 0.0), "R̂ uses the negative range");
+        }
+    }
+}

@@ -277,7 +277,7 @@ impl Resnet9Net {
         for (i, (c1, c2)) in self.res.iter().enumerate() {
             let r = inorm(&c1.forward(&reflect(&h, 1))).relu();
             let r = inorm(&c2.forward(&reflect(&r, 1)));
-            h = h + r;
+            h = &h + r;
             if Some(i) == last {
                 feats.push(h.shallow_clone());
                 if encode_only {
@@ -354,7 +354,7 @@ impl FullresNet {
         for (i, (c1, c2)) in self.res.iter().enumerate() {
             let r = inorm(&c1.forward(&reflect(&h, 1))).relu();
             let r = inorm(&c2.forward(&reflect(&r, 1)));
-            h = h + r;
+            h = &h + r;
             if wanted.contains(&i) {
                 feats.push(h.shallow_clone());
                 if encode_only && wanted.last() == Some(&i) {
@@ -771,7 +771,8 @@ mod tests {
     /// The tch networks have exactly the ONNX writers' parameter names and shapes.
     #[test]
     fn parameters_match_the_onnx_writers() {
-        let cases: [(GeneratorArch, Vec<(String, Vec<usize>)>); 3] = [
+        type Shapes = Vec<(String, Vec<usize>)>;
+        let cases: [(GeneratorArch, Shapes); 3] = [
             (
                 GeneratorArch::Resnet9 { base: 4, blocks: 2 },
                 Resnet9Config { base: 4, blocks: 2 }.parameter_shapes(),
