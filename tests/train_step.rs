@@ -216,3 +216,22 @@ fn thirty_steps_lower_the_loss_and_resume_exactly() {
     assert!(moved * 10 > pa.len() * 9, "{moved} of {} moved", pa.len());
     assert!(a.networks()[0].1.parameter_count() > 0);
 }
+
+/// Crops too small for the sampler's patch counts fail before anything is updated.
+#[test]
+fn inputs_the_sampler_cannot_serve_fail_before_any_update() {
+    let mut cfg = tiny_config(small_resnet9());
+    cfg.sampler.rain_negatives = 256;
+    let mut t = Trainer::new(&cfg).unwrap();
+    let before = parameters(&t);
+    let (rainy, clean) = anlcl_batch(4, 2, 24);
+    let err = t.step_anlcl(&rainy, &clean).unwrap_err();
+    assert!(err.to_string().contains("only 81"), "{err}");
+    assert_eq!(t.step_count(), 0);
+    for ((n, a), (_, b)) in before.iter().zip(&parameters(&t)) {
+        assert!(a.equal(b), "{n} changed");
+    }
+    // Wrong shapes are input errors too.
+    let err = t.step_anlcl(&rainy.narrow(1, 0, 1), &clean).unwrap_err();
+    assert!(err.to_string().contains("channels"), "{err}");
+}

@@ -186,6 +186,14 @@ impl Clock {
 }
 
 /// ANLCL's networks, momentum keys, optimisers, step count and sampling RNG.
+///
+/// Two sets of projection heads, both trained by the generator optimiser: `heads_loc` on G_B's
+/// encoder features (location term) and `heads_layer` on D's encoder features, shared by the
+/// layer and asymmetric terms. The asymmetric term has no head of its own on purpose: it asks
+/// rain features to sit tighter than image features in the embedding the layer term builds, and
+/// a head of its own could satisfy it alone by collapsing rain features, teaching the
+/// generators nothing. Each head set, D and G_B have a frozen momentum copy (EMA, `heads.momentum`)
+/// that computes the keys, as in MoCo.
 pub struct Trainer {
     pub(super) config: TrainConfig,
     pub(super) device: Device,
@@ -317,17 +325,18 @@ impl Trainer {
 
     /// Every network with its name ([`NETWORK_NAMES`] order).
     pub fn networks(&self) -> [(&'static str, &dyn Network); 9] {
-        [
-            ("gen_b", &self.gen_b),
-            ("gen_r", &self.gen_r),
-            ("disc", &self.disc),
-            ("heads_loc", &self.heads_loc),
-            ("heads_layer", &self.heads_layer),
-            ("key_gen_b", &self.key_gen_b),
-            ("key_disc", &self.key_disc),
-            ("key_heads_loc", &self.key_heads_loc),
-            ("key_heads_layer", &self.key_heads_layer),
-        ]
+        let nets: [&dyn Network; 9] = [
+            &self.gen_b,
+            &self.gen_r,
+            &self.disc,
+            &self.heads_loc,
+            &self.heads_layer,
+            &self.key_gen_b,
+            &self.key_disc,
+            &self.key_heads_loc,
+            &self.key_heads_layer,
+        ];
+        std::array::from_fn(|i| (NETWORK_NAMES[i], nets[i]))
     }
 
     /// Forgets the optimisers' moments and restarts the step count (and so the learning-rate
@@ -492,6 +501,9 @@ impl Trainer {
                 problem: "paired tensors must have the rainy batch's shape".into(),
             });
         }
+        if batch.stage() == Stage::Anlcl {
+            self.check_sampler(&rainy)?;
+        }
         let clean_hat = self.gen_b.forward(&rainy);
         let rain_hat = self.gen_r.forward(&rainy);
         Ok(Forward {
@@ -501,6 +513,25 @@ impl Trainer {
             clean_hat,
             rain_hat,
         })
+    }
+
+    /// Fails before anything is updated if the search windows of `rainy`'s size cannot supply
+    /// the patch counts the terms in use ask for.
+    fn check_sampler(&self, rainy: &Tensor) -> Result<(), TrainError> {
+        let (s, w) = (&self.config.sampler, &self.config.loss);
+        let (_, _, h, wd) = rainy.size4().expect("checked input");
+        let matcher = BlockMatcher {
+            patch: s.patch as i64,
+            window: s.window as i64,
+        };
+        let mut k = 0;
+        if w.layer_contrastive > 0.0 || w.asymmetric > 0.0 {
+            k = k.max(s.positives).max(s.rain_negatives);
+        }
+        if w.location > 0.0 {
+            k = k.max(s.location_negatives);
+        }
+        Ok(matcher.check(h, wd, k as i64)?)
     }
 
     /// D's loss and backward pass (gradients only into D); `None` when the adversarial weight
