@@ -306,9 +306,13 @@ impl SamplerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimiserConfig {
+    /// Learning rate before the decay (paper: 2e-4).
     pub lr: f64,
+    /// Adam β₁ (paper: 0.5, as in pix2pix/CycleGAN).
     pub beta1: f64,
+    /// Adam β₂.
     pub beta2: f64,
+    /// Adam ε.
     pub eps: f64,
     /// Step at which the linear decay starts.
     pub decay_start: u64,
@@ -350,15 +354,22 @@ pub struct TrainConfig {
     pub device: String,
     /// Seeds the weights and every random choice (anchors); a checkpoint carries the rest.
     pub seed: u64,
-    /// Images per step.
+    /// Images per step (for the data loader; the trainer takes whatever batch it is given).
     pub batch: usize,
-    /// Side of the square training crops.
+    /// Side of the square training crops (for the data loader; checked against the networks'
+    /// and the sampler's minimum here, and each batch's size again at every step).
     pub crop: usize,
+    /// `[generator]`: architecture and size of G_B and G_R.
     pub generator: GeneratorArch,
+    /// `[discriminator]`.
     pub discriminator: DiscriminatorConfig,
+    /// `[heads]`: projection heads and momentum keys.
     pub heads: HeadsConfig,
+    /// `[loss]`: weights and temperature.
     pub loss: LossConfig,
+    /// `[sampler]`: the non-local search.
     pub sampler: SamplerConfig,
+    /// `[optimiser]`: Adam and the learning-rate schedule.
     pub optimiser: OptimiserConfig,
 }
 
@@ -384,6 +395,7 @@ impl Default for TrainConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceSetting {
     Cpu,
+    /// A CUDA device by index.
     Cuda(usize),
 }
 
