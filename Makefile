@@ -13,7 +13,7 @@ DETECTOR ?= $(DATA)/models/yolox_nano_416.onnx
 PAIRS ?= $(DATA)/pairs/carla-dev
 PROVIDER ?= auto
 
-.PHONY: setup build release test lint demo bench eval-detect install uninstall clean
+.PHONY: setup build release train-build test lint demo bench eval-detect install uninstall clean
 
 setup:
 	@./scripts/setup.sh
@@ -24,14 +24,23 @@ build: setup
 release: setup
 	$(CARGO) build --workspace --release
 
+# The `derain` tool with the trainer (links libtorch from .deps/libtorch; the plugin never does).
+train-build: setup
+	$(CARGO) build --release -p derain --features train
+
 test: setup
 	$(CARGO) fmt --all -- --check
 	# `cargo test` builds the plugin as an rlib only; the gst-launch/gst-inspect tests need the .so.
 	$(CARGO) build -p gst-plugin-derain
 	$(CARGO) test --workspace
+	# The trainer (tch) on its own: a workspace-wide --features would reach the plugin too.
+	$(CARGO) test -p derain --features train --lib -- train::
+	$(CARGO) test -p derain --features train --test train_step --test train_checkpoint \
+		--test train_export --test train_run
 
 lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p derain --all-targets --features train -- -D warnings
 
 demo: release
 	@./scripts/demo.sh

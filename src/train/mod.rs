@@ -17,6 +17,7 @@ pub mod losses;
 pub mod nets;
 pub mod nonlocal;
 pub mod optim;
+pub mod run;
 pub mod trainer;
 
 pub use checkpoint::CheckpointError;
