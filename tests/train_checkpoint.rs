@@ -18,6 +18,10 @@ fn checkpoint_of_another_architecture_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r9.safetensors");
     Trainer::new(&r9).unwrap().save(&path).unwrap();
+    let info = derain::train::read_info(&path).unwrap();
+    assert_eq!(info.step, 0);
+    assert_eq!(info.config, r9);
+    assert!(info.architecture.contains("resnet9(base=4, blocks=1)"));
 
     let err = Trainer::load(&path, &lite).unwrap_err();
     let msg = err.to_string();

@@ -106,6 +106,64 @@ struct State {
     config: TrainConfig,
 }
 
+/// What a checkpoint says about itself ([`read_info`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointInfo {
+    /// As [`architecture`] describes it.
+    pub architecture: String,
+    /// Steps completed.
+    pub step: u64,
+    /// The config the run was saved with (e.g. to resume without a config file).
+    pub config: TrainConfig,
+}
+
+/// Reads a checkpoint's description without building its networks.
+pub fn read_info(path: &Path) -> Result<CheckpointInfo, CheckpointError> {
+    let (_, state) = read_state(path)?;
+    Ok(CheckpointInfo {
+        architecture: state.architecture,
+        step: state.step,
+        config: state.config,
+    })
+}
+
+/// The tensors (state removed) and the parsed state of the checkpoint at `path`.
+fn read_state(path: &Path) -> Result<(HashMap<String, Tensor>, State), CheckpointError> {
+    let p = || path.to_owned();
+    if !path.is_file() {
+        return Err(CheckpointError::Read {
+            path: p(),
+            reason: "no such file".into(),
+        });
+    }
+    let not_ours = |reason: String| CheckpointError::NotACheckpoint { path: p(), reason };
+    let tensors = Tensor::read_safetensors(path).map_err(|e| not_ours(e.to_string()))?;
+    let mut map: HashMap<String, Tensor> = tensors.into_iter().collect();
+    let state_bytes = map
+        .remove(STATE_KEY)
+        .and_then(|t| Vec::<u8>::try_from(&t).ok())
+        .ok_or_else(|| not_ours("no __state__ tensor".into()))?;
+    let value: serde_json::Value = serde_json::from_slice(&state_bytes)
+        .map_err(|_| not_ours("__state__ is not JSON".into()))?;
+    if value["format"] != FORMAT {
+        return Err(not_ours("__state__ has another format".into()));
+    }
+    if value["version"] != VERSION {
+        return Err(CheckpointError::Damaged {
+            path: p(),
+            reason: format!(
+                "layout version {} (this build reads {VERSION})",
+                value["version"]
+            ),
+        });
+    }
+    let state: State = serde_json::from_value(value).map_err(|e| CheckpointError::Damaged {
+        path: p(),
+        reason: format!("state: {e}"),
+    })?;
+    Ok((map, state))
+}
+
 fn cpu(t: &Tensor) -> Tensor {
     t.detach().to_device(Device::Cpu).contiguous()
 }
@@ -173,47 +231,15 @@ impl Trainer {
     pub fn load(path: &Path, config: &TrainConfig) -> Result<Trainer, CheckpointError> {
         let p = || path.to_owned();
         let damaged = |reason: String| CheckpointError::Damaged { path: p(), reason };
-        if !path.is_file() {
-            return Err(CheckpointError::Read {
-                path: p(),
-                reason: "no such file".into(),
-            });
-        }
-        let tensors =
-            Tensor::read_safetensors(path).map_err(|e| CheckpointError::NotACheckpoint {
-                path: p(),
-                reason: e.to_string(),
-            })?;
-        let mut map: HashMap<String, Tensor> = tensors.into_iter().collect();
-        let not_ours = |reason: &str| CheckpointError::NotACheckpoint {
-            path: p(),
-            reason: reason.to_owned(),
-        };
-        let state_bytes = map
-            .remove(STATE_KEY)
-            .and_then(|t| Vec::<u8>::try_from(&t).ok())
-            .ok_or_else(|| not_ours("no __state__ tensor"))?;
-        let format: serde_json::Value =
-            serde_json::from_slice(&state_bytes).map_err(|_| not_ours("__state__ is not JSON"))?;
-        if format["format"] != FORMAT {
-            return Err(not_ours("__state__ has another format"));
-        }
-        if format["version"] != VERSION {
-            return Err(damaged(format!(
-                "layout version {} (this build reads {VERSION})",
-                format["version"]
-            )));
-        }
+        let (map, state) = read_state(path)?;
         let want = architecture(config);
-        if format["architecture"] != want.as_str() {
+        if state.architecture != want {
             return Err(CheckpointError::Architecture {
                 path: p(),
-                checkpoint: format["architecture"].as_str().unwrap_or("?").to_owned(),
+                checkpoint: state.architecture,
                 config: want,
             });
         }
-        let state: State =
-            serde_json::from_value(format).map_err(|e| damaged(format!("state: {e}")))?;
 
         let mut trainer = Trainer::new(config)
             .map_err(|source| CheckpointError::Trainer { path: p(), source })?;

@@ -20,7 +20,7 @@ pub mod optim;
 pub mod run;
 pub mod trainer;
 
-pub use checkpoint::CheckpointError;
+pub use checkpoint::{CheckpointError, CheckpointInfo, read_info};
 pub use config::{ConfigError, GeneratorArch, Stage, TrainConfig};
 pub use export::{ExportError, generator_model, generator_onnx, write_generator};
 pub use trainer::{
