@@ -3,6 +3,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod defaults;
 mod imp;
 
 /// Name of the per-frame custom meta carrying the rain level (`rain-level`, a double: the mean
