@@ -13,7 +13,7 @@ DETECTOR ?= $(DATA)/models/yolox_nano_416.onnx
 PAIRS ?= $(DATA)/pairs/carla-dev
 PROVIDER ?= auto
 
-.PHONY: setup build release train-build test lint demo bench eval-detect install uninstall clean
+.PHONY: val-data setup build release train-build test lint demo bench eval-detect install uninstall clean
 
 setup:
 	@./scripts/setup.sh
@@ -23,6 +23,12 @@ build: setup
 
 release: setup
 	$(CARGO) build --workspace --release
+
+# Validation pairs for the training configs: rain rendered over the BDD frames, which no config
+# trains on (the measuring sets stay untouched).
+val-data: build
+	target/debug/derain synth --clean $(DATA)/clean-driving/bdd --out runs/val-bdd \
+		--preset mixed --seed 11 --downscale 2
 
 # The `derain` tool with the trainer (links libtorch from .deps/libtorch; the plugin never does).
 train-build: setup
@@ -42,8 +48,14 @@ lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p derain --all-targets --features train -- -D warnings
 
-demo: release
-	@./scripts/demo.sh
+# INPUT=drive.mp4 derains your own footage; it is checked before anything long is built.
+INPUT ?=
+demo:
+	@if [ -n "$(INPUT)" ] && [ ! -r "$(INPUT)" ]; then \
+		echo "make demo: cannot read INPUT=$(INPUT) (give a video file GStreamer can decode)" >&2; \
+		exit 1; fi
+	@$(MAKE) --no-print-directory release
+	@INPUT="$(INPUT)" ./scripts/demo.sh
 
 bench: release
 	$(CARGO) bench --bench convert

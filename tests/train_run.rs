@@ -163,3 +163,17 @@ fn resume_without_a_checkpoint_is_an_error() {
         Err(RunError::NothingToResume(_))
     ));
 }
+
+#[test]
+fn shipped_configs_parse() {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/configs"));
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            RunConfig::load(&p, &[]).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 4, "{n} configs");
+}
