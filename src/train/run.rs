@@ -352,6 +352,7 @@ pub fn run(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<RunSummary, RunE
     let started = Instant::now();
     std::fs::create_dir_all(dir.join("samples")).map_err(io_err(dir))?;
     let ckpt = dir.join(CHECKPOINT_FILE);
+    remove_stale_temporaries(dir);
     let mut trainer = if resume {
         if !ckpt.is_file() {
             return Err(RunError::NothingToResume(dir.to_owned()));
@@ -470,6 +471,21 @@ pub fn run(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<RunSummary, RunE
         last_loss: last.map(|r| r.generator_total),
         validation,
     })
+}
+
+/// A run killed while writing a checkpoint leaves its temporary file (never the checkpoint
+/// itself, which is only ever replaced by a rename); clear those on the next start.
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".checkpoint-") && name.ends_with(".tmp") {
+            log::info!("removing {name}, left by an interrupted checkpoint write");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Drops log lines past `step` (written after the last checkpoint by a run that was then
