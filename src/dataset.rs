@@ -155,16 +155,32 @@ pub struct SyntheticPairs {
     preset: Preset,
     size: u32,
     seed: u64,
+    dry_fraction: f64,
+    veil_probability: f64,
 }
 
 impl SyntheticPairs {
+    /// Every sample rainy, veils as the preset draws them.
     pub fn new(clean: FramePool, preset: Preset, size: u32, seed: u64) -> Self {
         Self {
             clean,
             preset,
             size,
             seed,
+            dry_fraction: 0.0,
+            veil_probability: 1.0,
         }
+    }
+
+    /// Mixes in dry samples (rainy = clean, rain = 0) with probability `dry_fraction`, and keeps
+    /// a preset's veil with probability `veil_probability`. A generator that only ever sees rain
+    /// and haze learns to darken and dehaze every frame, which damages frames without them (the
+    /// failure the issue measured in the authors' checkpoint); dry and veil-free samples teach it
+    /// to leave such frames alone.
+    pub fn with_mix(mut self, dry_fraction: f64, veil_probability: f64) -> Self {
+        self.dry_fraction = dry_fraction.clamp(0.0, 1.0);
+        self.veil_probability = veil_probability.clamp(0.0, 1.0);
+        self
     }
 
     /// The batch of step `step` (the same for the same seed, step and `n`).
@@ -180,12 +196,17 @@ impl SyntheticPairs {
             let c = &mut clean[i * len..][..len];
             self.clean.crop_into(&mut rng, self.size, c);
             let rain_seed: u64 = rng.random();
-            let renderer = RainRenderer::new(
-                self.preset.params(rain_seed),
-                rain_seed,
-                self.size,
-                self.size,
-            );
+            let dry = rng.random_bool(self.dry_fraction);
+            let keep_veil = rng.random_bool(self.veil_probability);
+            if dry {
+                rainy[i * len..][..len].copy_from_slice(c);
+                continue;
+            }
+            let mut params = self.preset.params(rain_seed);
+            if !keep_veil {
+                params.veil = None;
+            }
+            let renderer = RainRenderer::new(params, rain_seed, self.size, self.size);
             // The renderer works on interleaved RGB; the batch is planar.
             chw_to_hwc(c, s, &mut rgb);
             renderer
@@ -313,6 +334,21 @@ mod tests {
         }
         assert!(rain.iter().any(|&r| r > 0.05), "heavy rain leaves marks");
         assert_eq!(b5.rainy.len(), 3 * 3 * 32 * 32);
+    }
+
+    #[test]
+    fn dry_samples_and_veil_mix() {
+        let all_dry = SyntheticPairs::new(pool(), Preset::Heavy, 32, 9).with_mix(1.0, 1.0);
+        let b = all_dry.batch(0, 4).unwrap();
+        assert_eq!(b.rainy, b.clean);
+        assert!(b.rain.unwrap().iter().all(|&r| r == 0.0));
+        let some = SyntheticPairs::new(pool(), Preset::Heavy, 32, 9).with_mix(0.5, 0.0);
+        let b = some.batch(1, 16).unwrap();
+        let plane = 3 * 32 * 32;
+        let dry = (0..16)
+            .filter(|i| b.rainy[i * plane..][..plane] == b.clean[i * plane..][..plane])
+            .count();
+        assert!((3..=13).contains(&dry), "{dry} of 16 dry at p=0.5");
     }
 
     #[test]

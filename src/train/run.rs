@@ -46,6 +46,11 @@ pub struct DataConfig {
     pub rainy: Vec<PathBuf>,
     /// Synthetic rain for stage 1.
     pub preset: Preset,
+    /// Stage 1: share of samples left dry (rainy = clean), so the generator learns to leave
+    /// rain-free frames alone.
+    pub dry_fraction: f64,
+    /// Stage 1: probability of keeping a preset's veil (haze) on a sample.
+    pub veil_probability: f64,
     /// Integer downscale of every frame (the paper trains on 4× downscaled frames).
     pub downscale: u32,
     /// Every n-th video frame.
@@ -67,6 +72,8 @@ impl Default for DataConfig {
             clean: Vec::new(),
             rainy: Vec::new(),
             preset: Preset::Mixed,
+            dry_fraction: 0.0,
+            veil_probability: 1.0,
             downscale: 1,
             stride: 1,
             max_frames: None,
@@ -235,6 +242,14 @@ impl RunConfig {
         if self.train.stage == Stage::Anlcl && d.rainy.is_empty() {
             return Err("data.rainy: stage anlcl needs real rainy footage".into());
         }
+        for (key, v) in [
+            ("data.dry_fraction", d.dry_fraction),
+            ("data.veil_probability", d.veil_probability),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{key} must be in [0, 1], got {v}"));
+            }
+        }
         if d.downscale == 0 || d.downscale > 16 {
             return Err(format!(
                 "data.downscale must be 1..=16, got {}",
@@ -294,7 +309,10 @@ impl Data {
             Stage::Pretrain => {
                 let n = clean.len();
                 (
-                    Data::Synthetic(SyntheticPairs::new(clean, cfg.data.preset, crop, seed)),
+                    Data::Synthetic(
+                        SyntheticPairs::new(clean, cfg.data.preset, crop, seed)
+                            .with_mix(cfg.data.dry_fraction, cfg.data.veil_probability),
+                    ),
                     n,
                 )
             }
