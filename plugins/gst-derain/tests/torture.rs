@@ -574,3 +574,38 @@ fn bus_sync_handler_may_read_and_set_properties() {
         "messages were seen"
     );
 }
+
+#[test]
+fn absurd_frame_sizes_are_refused_not_fatal() {
+    let _serial = init();
+    // Caps from a corrupt stream can claim any size; the element must refuse what it cannot
+    // allocate with an error on the bus, not abort the process on a failed allocation.
+    let model = model_file(&fixtures::identity(1));
+    // Sizes GStreamer itself accepts (a frame of 1 to 2.7 GB) but no camera sends.
+    for (w, h) in [(30_000, 30_000), (100_000, 9_000), (8_200, 8_200)] {
+        let pipeline = launch(&format!(
+            "appsrc name=src format=time ! derain provider=cpu stats-interval=0 model=\"{}\" \
+             ! fakesink",
+            path_of(&model)
+        ));
+        let src = by_name::<AppSrc>(&pipeline, "src");
+        let bus = pipeline.bus().expect("bus");
+        let caps = gst::Caps::builder("video/x-raw")
+            .field("format", "RGB")
+            .field("width", w)
+            .field("height", h)
+            .field("framerate", gst::Fraction::new(30, 1))
+            .build();
+        src.set_caps(Some(&caps));
+        pipeline.set_state(gst::State::Playing).expect("PLAYING");
+        // A buffer far smaller than the caps say: negotiation or mapping must fail cleanly.
+        let _ = src.push_buffer(gst::Buffer::with_size(1024).expect("buffer"));
+        let _ = src.end_of_stream();
+        let err = wait_eos(&bus, Duration::from_secs(20)).expect_err("an error, not EOS");
+        assert!(
+            err.contains("larger than this element takes"),
+            "{w}x{h}: {err}"
+        );
+        pipeline.set_state(gst::State::Null).expect("NULL");
+    }
+}

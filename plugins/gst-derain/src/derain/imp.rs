@@ -43,6 +43,10 @@ const MAX_THREADS: u32 = 1024;
 const MAX_DEVICE_ID: i32 = 63;
 /// Inference times kept for the p99 statistic.
 const TIMING_WINDOW: usize = 1000;
+/// The largest frame taken, in pixels (after padding): 8192x8192. The float tensor alone costs
+/// 12 bytes a pixel (800 MB here); caps beyond this come from corrupt streams, not cameras, and
+/// allocating for them would abort the process.
+const MAX_PIXELS: usize = 8192 * 8192;
 /// The rain level samples every n-th row and column: plenty for a mean, and cheap.
 const RAIN_LEVEL_STEP: usize = 4;
 
@@ -958,10 +962,43 @@ impl VideoFilterImpl for Derain {
         let padded = frame::padded_size(height, width, multiple_of);
         let mut layout = FrameLayout::packed(format, width, height);
         layout.colorimetry = colorimetry(in_info);
+        let Some(floats) = padded
+            .0
+            .checked_mul(padded.1)
+            .filter(|&p| p <= MAX_PIXELS)
+            .map(|p| 3 * p)
+        else {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                [
+                    "{width}x{height} frames are larger than this element takes (at most {} megapixels, e.g. 8192x8192)",
+                    MAX_PIXELS / 1_000_000
+                ]
+            );
+            return Err(gst::loggable_error!(
+                CAT,
+                "frame size {width}x{height} too large"
+            ));
+        };
+        state.tensor.clear();
+        if state.tensor.try_reserve_exact(floats).is_err() {
+            gst::element_imp_error!(
+                self,
+                gst::ResourceError::NoSpaceLeft,
+                [
+                    "cannot allocate the {width}x{height} frame's tensor ({} MB)",
+                    (floats * 4) >> 20
+                ]
+            );
+            return Err(gst::loggable_error!(
+                CAT,
+                "out of memory for {width}x{height}"
+            ));
+        }
+        state.tensor.resize(floats, 0.0);
         let resized = state.padded != padded;
         state.padded = padded;
-        state.tensor.clear();
-        state.tensor.resize(3 * padded.0 * padded.1, 0.0);
         state.has_alpha = matches!(
             format,
             PixelFormat::Rgba | PixelFormat::Bgra | PixelFormat::Argb | PixelFormat::Abgr
