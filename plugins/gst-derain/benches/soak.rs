@@ -255,6 +255,112 @@ fn flat(c: &mut Checks, what: &str, values: &[f64], warm_up: usize) {
     );
 }
 
+/// Usage of another process, from /proc/<pid>; `None` once it is gone.
+fn usage_of(pid: u32) -> Option<Usage> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())?;
+    let count = |dir: String| std::fs::read_dir(dir).map_or(0, |d| d.count());
+    Some(Usage {
+        rss_kb,
+        fds: count(format!("/proc/{pid}/fd")),
+        threads: count(format!("/proc/{pid}/task")),
+    })
+}
+
+/// `derain run` on a live 60 fps test pattern with the deraining model and the shared YOLOX-Nano
+/// until `frames_in` frames have entered it, sampled from outside; then Ctrl-C, which must end it
+/// cleanly with its figures. Its own statistics keep latencies in fixed bins, so only memory,
+/// descriptors and threads are checked here.
+fn soak_derain_run(c: &mut Checks, model: &str, frames_in: u64) {
+    let Some(detector) = derain::data::shared_path("models/yolox_nano_416.onnx") else {
+        println!("phase 4 skipped: no models/yolox_nano_416.onnx in the shared data folder");
+        return;
+    };
+    // target/release/deps/soak-<hash> -> target/release/derain (built by `make soak`).
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.parent()?.join("derain")))
+        .filter(|b| b.is_file());
+    let Some(bin) = bin else {
+        c.check(
+            false,
+            "phase 4: no derain executable beside the bench (run `make soak`)".into(),
+        );
+        return;
+    };
+    let fps = 60;
+    let seconds = frames_in as f64 / f64::from(fps);
+    println!(
+        "phase 4: derain run videotestsrc 320x240 @ {fps} fps --model small_conv --detector \
+         YOLOX-Nano --provider cpu, {frames_in} frames in ({seconds:.0} s)"
+    );
+    let json = tempfile::NamedTempFile::new().expect("temp file");
+    let child = std::process::Command::new(&bin)
+        .arg("run")
+        .arg(format!(
+            "videotestsrc://?width=320&height=240&fps={fps}&pattern=ball"
+        ))
+        .args(["--model", model, "--provider", "cpu", "--json"])
+        .arg(json.path())
+        .arg("--detector")
+        .arg(&detector)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            c.check(false, format!("phase 4: cannot start {}: {e}", bin.display()));
+            return;
+        }
+    };
+    let pid = child.id();
+    let started = Instant::now();
+    let mut before = None;
+    let mut last = None;
+    while started.elapsed().as_secs_f64() < seconds {
+        std::thread::sleep(Duration::from_secs(5));
+        let Some(u) = usage_of(pid) else { break };
+        if before.is_none() && started.elapsed() >= Duration::from_secs(20) {
+            before = Some(u);
+        }
+        if started.elapsed().as_secs() % 30 < 5 {
+            println!("  {:>5.0} s: {u}", started.elapsed().as_secs_f64());
+        }
+        last = Some(u);
+    }
+    // SAFETY: signalling our own child, which is still alive (or a zombie we have not reaped).
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGINT);
+    }
+    let out = child.wait_with_output().expect("derain run exits");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout.lines() {
+        println!("  | {line}");
+    }
+    c.check(
+        out.status.success(),
+        format!("derain run ended cleanly on Ctrl-C ({})", out.status),
+    );
+    match (before, last) {
+        (Some(b), Some(a)) => {
+            println!("  after 20 s: {b}; at the end: {a}");
+            c.no_leaks(b, a);
+        }
+        _ => c.check(
+            false,
+            format!(
+                "derain run stopped early: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ),
+    }
+}
+
 fn main() {
     gst::init().expect("GStreamer");
     gstderain::plugin_register_static().expect("plugin");
@@ -262,7 +368,8 @@ fn main() {
     let fps: u32 = env_or("SOAK_FPS", 60);
     let restarts: usize = env_or("SOAK_RESTARTS", 300);
     let detect_frames: u64 = env_or("SOAK_DETECT_FRAMES", 2000);
-    let phases: String = env_or("SOAK_PHASES", "1,2,3".to_string());
+    let run_frames_in: u64 = env_or("SOAK_RUN_FRAMES", 10_000);
+    let phases: String = env_or("SOAK_PHASES", "1,2,3,4".to_string());
     let phase = |n: &str| phases.split(',').any(|p| p.trim() == n);
     let model = model_file(&fixtures::small_conv(1));
     let model = model.path().to_str().expect("utf-8").to_owned();
@@ -381,6 +488,11 @@ fn main() {
         }
         _ if !phase("3") || detect_frames == 0 => {}
         _ => println!("phase 3 skipped: no models/yolox_nano_416.onnx in the shared data folder"),
+    }
+
+    // Phase 4: `derain run` with the detector, as its own process.
+    if phase("4") {
+        soak_derain_run(&mut c, &model, run_frames_in);
     }
 
     if c.failed.is_empty() {
