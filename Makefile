@@ -7,8 +7,14 @@ PREFIX_BIN ?= $(HOME)/.local/bin
 GST_USER_PLUGINS ?= $(HOME)/.local/share/gstreamer-1.0/plugins
 DERAIN_LIB ?= $(HOME)/.local/share/derain/lib
 DATA ?= $(abspath ../shared/data)
+# `make eval-detect`: MODEL empty = an identity stand-in (no trained model ships yet).
+MODEL ?=
+DETECTOR ?= $(DATA)/models/yolox_nano_416.onnx
+PAIRS ?= $(DATA)/pairs/carla-dev
+PROVIDER ?= auto
 
-.PHONY: setup build release test lint demo bench soak latency fuzz install uninstall clean
+.PHONY: val-data setup build release train-build test lint demo bench eval-detect soak latency fuzz \
+	install uninstall clean
 
 setup:
 	@./scripts/setup.sh
@@ -19,17 +25,38 @@ build: setup
 release: setup
 	$(CARGO) build --workspace --release
 
+# Validation pairs for the training configs: rain rendered over the BDD frames, which no config
+# trains on (the measuring sets stay untouched).
+val-data: build
+	target/debug/derain synth --clean $(DATA)/clean-driving/bdd --out runs/val-bdd \
+		--preset mixed --seed 11 --downscale 2
+
+# The `derain` tool with the trainer (links libtorch from .deps/libtorch; the plugin never does).
+train-build: setup
+	$(CARGO) build --release -p derain --features train
+
 test: setup
 	$(CARGO) fmt --all -- --check
 	# `cargo test` builds the plugin as an rlib only; the gst-launch/gst-inspect tests need the .so.
 	$(CARGO) build -p gst-plugin-derain
 	$(CARGO) test --workspace
+	# The trainer (tch) on its own: a workspace-wide --features would reach the plugin too.
+	$(CARGO) test -p derain --features train --lib -- train::
+	$(CARGO) test -p derain --features train --test train_step --test train_checkpoint \
+		--test train_export --test train_run --test train_kill
 
 lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p derain --all-targets --features train -- -D warnings
 
-demo: release
-	@./scripts/demo.sh
+# INPUT=drive.mp4 derains your own footage; it is checked before anything long is built.
+INPUT ?=
+demo:
+	@if [ -n "$(INPUT)" ] && [ ! -r "$(INPUT)" ]; then \
+		echo "make demo: cannot read INPUT=$(INPUT) (give a video file GStreamer can decode)" >&2; \
+		exit 1; fi
+	@$(MAKE) --no-print-directory release
+	@INPUT="$(INPUT)" ./scripts/demo.sh
 
 bench: release
 	$(CARGO) bench --bench convert
@@ -39,9 +66,18 @@ bench: release
 	taskset -c 0 $(CARGO) bench --bench footage
 	$(CARGO) bench -p gst-plugin-derain --bench element
 
+# Does deraining help the detector? mAP@0.5 on rainy vs derained pairs (see README).
+EVAL_DETECT = MODEL="$(MODEL)" DETECTOR="$(DETECTOR)" PAIRS="$(PAIRS)" PROVIDER="$(PROVIDER)" \
+	./scripts/eval-detect.sh
+eval-detect: setup
+	@$(EVAL_DETECT) --check-inputs
+	$(CARGO) build --release --bin derain
+	@$(EVAL_DETECT)
+
 # Robustness suites (issue 8; README "Robustness suites"). Long, so not part of `make test`.
 # soak: live source, 10,000 frames, restarts, derain+detector: memory, descriptors, threads, p99.
-soak: setup
+# `derain run` (phase 4) and its plugin come from the release build.
+soak: release
 	$(CARGO) bench -p gst-plugin-derain --bench soak
 
 # latency: live 30 fps with a model slower than the frame rate, drop-late and never.

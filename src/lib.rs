@@ -16,6 +16,7 @@ pub mod imageio;
 pub mod metrics;
 pub mod model;
 pub mod onnx;
+pub mod plot;
 pub mod runtime;
 pub mod stills;
 pub mod synth;

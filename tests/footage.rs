@@ -228,3 +228,30 @@ fn crop_sampler_reads_video_endlessly() {
     }
     assert_eq!(s.epoch(), 2);
 }
+
+#[test]
+fn a_list_mixes_videos_and_images() {
+    let dir = tempfile::tempdir().unwrap();
+    make_video(
+        &dir.path().join("drive.mkv"),
+        5,
+        Some("matroskamux"),
+        "ball",
+    );
+    std::fs::create_dir(dir.path().join("stills")).unwrap();
+    derain::imageio::save_png_atomic(
+        &RgbImage::from_pixel(160, 96, image::Rgb([1, 2, 3])),
+        &dir.path().join("stills/a.png"),
+    )
+    .unwrap();
+    let list = dir.path().join("sources.txt");
+    std::fs::write(
+        &list,
+        "# one drive, one folder of stills\ndrive.mkv\nstills\n",
+    )
+    .unwrap();
+    let (frames, f) = read_all(&[list], FootageOptions::default());
+    assert_eq!(frames.len(), 6, "{}", f.summary());
+    assert_eq!(frames[5].image.get_pixel(0, 0).0, [1, 2, 3]);
+    assert_eq!(f.summary().sources, 2);
+}

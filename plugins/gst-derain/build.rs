@@ -1,3 +1,20 @@
+//! Plugin version info, and which shipped models exist to be embedded: `models/derain-r9.onnx`
+//! and `models/derain-lite.onnx` at the repository root become the element's defaults when
+//! present (cfg `derain_embed_r9` / `derain_embed_lite`).
 fn main() {
-    gst_plugin_version_helper::info()
+    gst_plugin_version_helper::info();
+    println!("cargo::rustc-check-cfg=cfg(derain_embed_r9)");
+    println!("cargo::rustc-check-cfg=cfg(derain_embed_lite)");
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    println!("cargo::rerun-if-changed={}", models.display());
+    for (file, cfg) in [
+        ("derain-r9.onnx", "derain_embed_r9"),
+        ("derain-lite.onnx", "derain_embed_lite"),
+    ] {
+        let p = models.join(file);
+        println!("cargo::rerun-if-changed={}", p.display());
+        if p.is_file() {
+            println!("cargo::rustc-cfg={cfg}");
+        }
+    }
 }

@@ -441,6 +441,11 @@ impl GraphBuilder {
         self.node1("Mul", &[a, b], vec![])
     }
 
+    /// Elementwise `a - b` (with broadcasting).
+    pub fn sub(&mut self, a: &str, b: &str) -> String {
+        self.node1("Sub", &[a, b], vec![])
+    }
+
     /// `x * s`.
     pub fn mul_scalar(&mut self, x: &str, s: f32) -> String {
         let c = self.scalar(s);

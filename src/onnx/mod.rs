@@ -1,11 +1,15 @@
 //! An ONNX graph writer: test fixtures (so no test needs Python), randomly initialised generators
-//! for benchmarks, and (later) the trainer's export of trained weights.
+//! for benchmarks, and the graphs the trainer exports its generators to (ResNet-9, the authors'
+//! full-resolution network, and the CPU real-time lite network).
 //!
 //! Everything is built from `onnx-protobuf`'s message types and serialised with
 //! `Message::write_to_bytes`; the model card travels in `metadata_props` (DESIGN.md §3).
 
 pub mod builder;
 pub mod fixtures;
+pub mod fullres;
+pub mod lite;
+mod net;
 pub mod resnet9;
 
 pub use builder::{
@@ -13,7 +17,10 @@ pub use builder::{
     value_info,
 };
 pub use fixtures::FixtureIo;
-pub use resnet9::{Resnet9Config, resnet9, resnet9_random};
+pub use fullres::{FullResConfig, fullres};
+pub use lite::{LiteConfig, lite};
+pub use net::{GeneratorOutput, RAIN_OUTPUT_NAME};
+pub use resnet9::{Resnet9Config, resnet9, resnet9_random, resnet9_with_output};
 
 /// ONNX Runtime helpers for this module's tests.
 #[cfg(test)]

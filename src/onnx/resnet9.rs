@@ -10,15 +10,13 @@
 //! transposed 3×3 stride 2 4b→2b; `dec.1` transposed 2b→b; `dec.2` 7×7 b→3 after a reflect pad of
 //! 3. Each has `.weight` and `.bias`.
 
-use onnx_protobuf::{ModelProto, tensor_proto::DataType};
+use onnx_protobuf::ModelProto;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::builder::{BuildError, DEFAULT_OPSET, Dim, GraphBuilder, to_bytes};
-use crate::card::{INPUT_NAME, ModelCard, OUTPUT_NAME};
-
-/// Instance-norm epsilon (PyTorch's default).
-const EPS: f32 = 1e-5;
+use super::builder::{BuildError, to_bytes};
+use super::net::{GeneratorOutput, NetWriter};
+use crate::card::ModelCard;
 
 /// The size of a ResNet-9 generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,58 +92,6 @@ impl Resnet9Config {
     }
 }
 
-/// Builds the graph, asking `weights` for each parameter's values.
-struct Net<'a> {
-    g: GraphBuilder,
-    weights: &'a mut dyn FnMut(&str, &[usize]) -> Vec<f32>,
-    /// Pixels of the current feature map per input pixel.
-    scale: f64,
-    /// Convolution MACs per input pixel so far.
-    macs: f64,
-}
-
-impl Net<'_> {
-    fn params(&mut self, name: &str, w_shape: [usize; 4], out_c: usize) -> (Vec<f32>, Vec<f32>) {
-        let w = (self.weights)(&format!("{name}.weight"), &w_shape);
-        let b = (self.weights)(&format!("{name}.bias"), &[out_c]);
-        (w, b)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn conv(
-        &mut self,
-        x: &str,
-        name: &str,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        pad: usize,
-    ) -> String {
-        let (w, b) = self.params(name, [cout, cin, k, k], cout);
-        self.scale /= (stride * stride) as f64;
-        self.macs += self.scale * (k * k * cin * cout) as f64;
-        self.g.conv2d(x, name, cin, cout, k, stride, pad, &w, &b)
-    }
-
-    fn conv_up(&mut self, x: &str, name: &str, cin: usize, cout: usize) -> String {
-        let (w, b) = self.params(name, [cin, cout, 3, 3], cout);
-        self.macs += self.scale * (9 * cin * cout) as f64;
-        self.scale *= 4.0;
-        self.g
-            .conv_transpose2d(x, name, cin, cout, 3, 2, 1, 1, &w, &b)
-    }
-
-    fn norm(&mut self, x: &str, channels: usize) -> String {
-        self.g.instance_norm(x, channels, EPS)
-    }
-
-    fn norm_relu(&mut self, x: &str, channels: usize) -> String {
-        let y = self.norm(x, channels);
-        self.g.relu(&y)
-    }
-}
-
 /// The ResNet-9 generator `cfg` describes, with parameter values from `weights(name, shape)`
 /// (see the module documentation for names and shapes; [`Resnet9Config::parameter_shapes`] lists
 /// them in the order they are asked for). The card's name, training, scores, licence and extra
@@ -156,23 +102,20 @@ pub fn resnet9(
     card: &ModelCard,
     weights: &mut dyn FnMut(&str, &[usize]) -> Vec<f32>,
 ) -> Result<ModelProto, BuildError> {
+    resnet9_with_output(cfg, card, weights, GeneratorOutput::Clean)
+}
+
+/// [`resnet9`] with a choice of output: `clean` (G_B, the model contract) or `rain` (G_R, the
+/// same network ending in `tanh` without the map back to [0,1]).
+pub fn resnet9_with_output(
+    cfg: &Resnet9Config,
+    card: &ModelCard,
+    weights: &mut dyn FnMut(&str, &[usize]) -> Vec<f32>,
+    output: GeneratorOutput,
+) -> Result<ModelProto, BuildError> {
     let b = cfg.base;
-    let nchw = [
-        Dim::Symbolic("N"),
-        Dim::Fixed(3),
-        Dim::Symbolic("H"),
-        Dim::Symbolic("W"),
-    ];
-    let mut n = Net {
-        g: GraphBuilder::new("resnet9"),
-        weights,
-        scale: 1.0,
-        macs: 0.0,
-    };
-    let x = n.g.input(INPUT_NAME, DataType::FLOAT, &nchw);
-    // [0,1] -> [-1,1]
-    let x = n.g.mul_scalar(&x, 2.0);
-    let x = n.g.sub_scalar(&x, 1.0);
+    let (mut n, x) = NetWriter::new("resnet9", weights);
+    let x = n.signed(&x);
 
     let x = n.g.reflect_pad(&x, 3);
     let x = n.conv(&x, "enc.0", 3, b, 7, 1, 0);
@@ -198,19 +141,8 @@ pub fn resnet9(
     let x = n.norm_relu(&x, b);
     let x = n.g.reflect_pad(&x, 3);
     let x = n.conv(&x, "dec.2", b, 3, 7, 1, 0);
-    let x = n.g.tanh(&x);
-    // [-1,1] -> [0,1]
-    let x = n.g.add_scalar(&x, 1.0);
-    let half = n.g.scalar(0.5);
-    n.g.node("Mul", &[&x, &half], &[OUTPUT_NAME], vec![]);
-    n.g.output(OUTPUT_NAME, DataType::FLOAT, &nchw);
-
-    let mut card = card.clone();
-    card.architecture = cfg.architecture();
-    card.multiple_of = Resnet9Config::MULTIPLE_OF;
-    card.parameters = n.g.parameter_count();
-    card.gmac_per_megapixel = n.macs / 1000.0;
-    n.g.finish(DEFAULT_OPSET, &card)
+    n.tanh_output(&x, output);
+    n.finish(output, card, cfg.architecture(), Resnet9Config::MULTIPLE_OF)
 }
 
 /// A randomly initialised ResNet-9 (for benchmarks): PyTorch's default convolution init, uniform
@@ -239,7 +171,7 @@ mod tests {
     use onnx_protobuf::Message;
 
     use super::*;
-    use crate::card::CARD_KEY;
+    use crate::card::{CARD_KEY, INPUT_NAME, OUTPUT_NAME};
     use crate::onnx::testing::{ort_session, run_f32};
 
     #[test]

@@ -131,6 +131,18 @@ fn fixture_boxes_arrive_as_roi_metas_with_params() {
         );
         assert!((g.2 - score).abs() < 1e-6, "score {} vs {score}", g.2);
     }
+    // The fractional corners agree with the whole-pixel rectangle.
+    for m in out.iter_meta::<gst_video::VideoRegionOfInterestMeta>() {
+        let p = m.param("detection").expect("detection params");
+        let c = |f: &str| p.get::<f64>(f).unwrap_or_else(|_| panic!("{f}"));
+        let (x, y, w, h) = m.rect();
+        let want = [x, y, x + w, y + h].map(f64::from);
+        let got = [c("x1"), c("y1"), c("x2"), c("y2")];
+        assert!(
+            got.iter().zip(want).all(|(g, w)| (g - w).abs() <= 0.5),
+            "corners {got:?} vs rect {want:?}"
+        );
+    }
     let el = h.element().expect("element");
     assert_eq!(el.property::<String>("active-layout"), "yolox");
     assert_eq!(el.property::<String>("active-provider"), "cpu");

@@ -7,7 +7,10 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod eval_cmd;
+mod eval_detect_cmd;
+mod run_cmd;
 mod synth_cmd;
+mod train_cmd;
 
 use derain::model::Model;
 use derain::onnx::{fixtures, resnet9};
@@ -37,6 +40,19 @@ enum Command {
     Synth(synth_cmd::SynthArgs),
     /// Score results: paired folders (PSNR-Y, SSIM-Y), one folder (NIQE), or a model on pairs.
     Eval(eval_cmd::EvalArgs),
+    /// Derain (and detect on) a video file, stream or camera: write, show and log the result.
+    Run(run_cmd::RunArgs),
+    /// Does deraining help the detector? mAP@0.5 on rainy vs derained frames of rainy/clean pairs.
+    EvalDetect(eval_detect_cmd::EvalDetectArgs),
+    /// Train deraining generators on footage (ANLCL; needs a build with the `train` feature).
+    Train(train_cmd::TrainArgs),
+    /// Export a trained generator from a run or checkpoint to ONNX, with its model card.
+    Export(train_cmd::ExportArgs),
+    /// Print a model's card (what it is, how it was trained, its scores).
+    Info {
+        /// The ONNX generator.
+        model: PathBuf,
+    },
     /// Write a small generator for tests and benchmarks (not a trained model).
     Fixture {
         #[arg(value_enum)]
@@ -83,6 +99,27 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Synth(args) => synth_cmd::run(args)?,
         Command::Eval(args) => eval_cmd::run(args)?,
+        Command::Run(args) => run_cmd::run(args)?,
+        Command::EvalDetect(args) => eval_detect_cmd::run(args)?,
+        Command::Train(args) => train_cmd::train(args)?,
+        Command::Export(args) => train_cmd::export(args)?,
+        Command::Info { model } => {
+            let m = Model::from_path(&model)?;
+            if !m.has_card() {
+                println!("{}: no model card in the file", m.origin());
+            } else {
+                let c = m.card();
+                println!("name:         {}", c.name);
+                println!("architecture: {}", c.architecture);
+                println!("parameters:   {}", c.parameters);
+                println!("GMAC/MP:      {:.2}", c.gmac_per_megapixel);
+                println!("multiple_of:  {}", c.multiple_of);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(c).context("formatting card")?
+                );
+            }
+        }
         Command::Inspect {
             model,
             provider,

@@ -281,22 +281,6 @@ impl Derain {
                 ["max-lateness=0 would treat every frame as late: use at least 1 ms"]
             ));
         }
-        let model = if settings.model.is_empty() {
-            return Err(gst::error_msg!(
-                gst::ResourceError::Settings,
-                [
-                    "no model set and this build embeds no default model yet: set model=PATH to an ONNX generator (see `derain inspect`)"
-                ]
-            ));
-        } else {
-            Model::from_path(&settings.model).map_err(|e| {
-                let kind = match e {
-                    derain::model::ModelError::Read { .. } => gst::ResourceError::NotFound,
-                    _ => gst::ResourceError::OpenRead,
-                };
-                gst::error_msg!(kind, ["{}", e])
-            })?
-        };
         let options = SessionOptions {
             provider: settings.provider.into(),
             device_id: settings.device_id,
@@ -307,6 +291,19 @@ impl Derain {
             ort_library: (!settings.ort_library.is_empty())
                 .then(|| settings.ort_library.clone().into()),
         };
+        if settings.model.is_empty() {
+            let (model, generator, why) = super::defaults::open(&options)
+                .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]))?;
+            gst::info!(CAT, imp = self, "{why}");
+            return Ok((model, generator));
+        }
+        let model = Model::from_path(&settings.model).map_err(|e| {
+            let kind = match e {
+                derain::model::ModelError::Read { .. } => gst::ResourceError::NotFound,
+                _ => gst::ResourceError::OpenRead,
+            };
+            gst::error_msg!(kind, ["{}", e])
+        })?;
         let generator = Generator::new(&model, &options).map_err(|e| {
             let kind = match e {
                 runtime::RuntimeError::LibraryNotFound { .. } => gst::LibraryError::Init,

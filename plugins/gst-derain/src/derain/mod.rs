@@ -3,6 +3,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod defaults;
 mod imp;
 mod latency;
 

@@ -4,8 +4,8 @@
  * Runs a YOLO-family object detector (any ONNX model with the YOLOX, YOLOv5 or YOLOv8 output
  * layout, recognised from its output shape) through ONNX Runtime on raw RGB-family frames, and
  * attaches every box as a `GstVideoRegionOfInterestMeta` whose type is the class label and whose
- * "detection" parameter structure holds `score`, `class-id`, `label` and `inferred`. Frames pass
- * through unchanged; optionally each frame's boxes are also written as one JSON line to a file.
+ * "detection" parameter structure holds `score`, `class-id`, `label`, `inferred` and the box
+ * corners `x1`, `y1`, `x2`, `y2` in (fractional) pixels. Frames pass through unchanged; optionally each frame's boxes are also written as one JSON line to a file.
  *
  * Pre-processing follows the layout's reference code unless overridden: YOLOX gets BGR values
  * 0-255 letterboxed at the top-left with grey 114 padding; YOLOv5/YOLOv8 get RGB values /255,
@@ -738,6 +738,12 @@ impl BaseTransformImpl for YoloDetect {
                     .field("class-id", u32::try_from(d.class_id).unwrap_or(u32::MAX))
                     .field("label", label.as_str())
                     .field("inferred", run)
+                    // The meta's rectangle is whole pixels; the corners keep the detector's
+                    // precision for applications that record boxes (`derain run --json`).
+                    .field("x1", f64::from(d.x1))
+                    .field("y1", f64::from(d.y1))
+                    .field("x2", f64::from(d.x2))
+                    .field("y2", f64::from(d.y2))
                     .build(),
             );
         }

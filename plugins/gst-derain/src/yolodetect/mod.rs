@@ -12,8 +12,9 @@ use derain::frame::PixelFormat;
 mod imp;
 
 /// Name of the parameter structure each region-of-interest meta carries (fields `score` (double),
-/// `class-id` (uint), `label` (string) and `inferred` (boolean: false when the box was carried
-/// over from an earlier frame, see the `interval` property)).
+/// `class-id` (uint), `label` (string), `inferred` (boolean: false when the box was carried
+/// over from an earlier frame, see the `interval` property) and `x1`, `y1`, `x2`, `y2` (doubles:
+/// the corners in fractional pixels, where the meta's rectangle is rounded to whole pixels)).
 pub const DETECTION_PARAMS: &str = "detection";
 
 glib::wrapper! {

@@ -1,0 +1,139 @@
+//! `derain train` and `derain export`: the offline trainer's front end. The arguments exist in
+//! every build so `--help` documents them; a build without the `train` feature says how to get
+//! one instead of running.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "The config has three tables: [train] (architecture, losses, sampler, \
+optimiser, batch, crop, seed, stage, device), [data] (clean, rainy, preset, downscale, stride, \
+max_frames, min_scene_change, validation) and [run] (steps, checkpoint_every, validate_every, \
+init, name). See configs/ for examples. A run killed at any moment continues with --resume."
+)]
+pub struct TrainArgs {
+    /// Run configuration (TOML).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Run directory (checkpoint, logs, charts, samples). Default: runs/<config name>.
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Override a setting, e.g. --set train.batch=2 --set run.steps=500 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Shortcut for --set run.steps=N.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Shortcut for --set train.device=D (cpu, cuda, cuda:N).
+    #[arg(long)]
+    device: Option<String>,
+    /// Shortcut for --set train.seed=N.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// A run directory or a checkpoint file.
+    source: PathBuf,
+    /// Output ONNX file.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Export the rain generator G_R instead of the clean one G_B.
+    #[arg(long)]
+    rain: bool,
+    /// Store weights as float16 (smaller file; inference still takes float32 frames).
+    #[arg(long)]
+    fp16: bool,
+    /// Model name for the card (default: the run's name).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[cfg(not(feature = "train"))]
+fn no_trainer() -> anyhow::Error {
+    anyhow::anyhow!(
+        "this derain binary was built without the trainer; build it with `make train-build` \
+         (cargo build --release --features train)"
+    )
+}
+
+#[cfg(not(feature = "train"))]
+pub fn train(_: TrainArgs) -> Result<()> {
+    Err(no_trainer())
+}
+
+#[cfg(not(feature = "train"))]
+pub fn export(_: ExportArgs) -> Result<()> {
+    Err(no_trainer())
+}
+
+#[cfg(feature = "train")]
+pub fn train(args: TrainArgs) -> Result<()> {
+    use anyhow::Context;
+    use derain::train::run::{self, RunConfig};
+
+    let mut sets = args.sets.clone();
+    if let Some(s) = args.steps {
+        sets.push(format!("run.steps={s}"));
+    }
+    if let Some(d) = &args.device {
+        sets.push(format!("train.device=\"{d}\""));
+    }
+    if let Some(s) = args.seed {
+        sets.push(format!("train.seed={s}"));
+    }
+    let cfg = RunConfig::load(&args.config, &sets)?;
+    let out = match args.out {
+        Some(o) => o,
+        None => {
+            let stem = args
+                .config
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "run".into());
+            PathBuf::from("runs").join(stem)
+        }
+    };
+    let summary = run::run(&cfg, &out, args.resume)
+        .with_context(|| format!("training run {}", out.display()))?;
+    println!(
+        "{}: {} steps in {:.0} s; last loss {}",
+        out.display(),
+        summary.steps,
+        summary.seconds,
+        summary
+            .last_loss
+            .map_or("-".to_owned(), |l| format!("{l:.4}"))
+    );
+    if let Some(v) = summary.validation {
+        println!(
+            "validation ({} pairs): PSNR-Y {:.2} dB (input {:.2}), SSIM-Y {:.4} (input {:.4})",
+            v.images, v.psnr_y, v.input_psnr_y, v.ssim_y, v.input_ssim_y
+        );
+    }
+    println!(
+        "export with: derain export {} --out model.onnx",
+        out.display()
+    );
+    Ok(())
+}
+
+#[cfg(feature = "train")]
+pub fn export(args: ExportArgs) -> Result<()> {
+    use derain::train::run;
+    let written = run::export(
+        &args.source,
+        &args.out,
+        args.rain,
+        args.fp16,
+        args.name.as_deref(),
+    )?;
+    println!("wrote {} ({} bytes)", args.out.display(), written);
+    Ok(())
+}

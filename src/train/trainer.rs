@@ -1,0 +1,927 @@
+//! The training step: the networks, their momentum key copies and optimisers, and one step of
+//! either stage, reading like the paper's objective (DESIGN.md §6):
+//!
+//! - D step: least-squares GAN, D(B) → 1 and D(B̂) → 0.
+//! - G step, D frozen: w₁‖B̂+R̂−O‖² + λ‖R̂‖₁ + δ·GAN + μ·L_layer + γ·L_asym + σ·L_location (stage 2),
+//!   or supervised L1 on B̂ and R̂ + δ·GAN (stage 1).
+//! - Momentum update of the key copies (G_B's encoder, D's encoder, both head sets).
+//!
+//! Better than the authors' code: batches, many anchors per image searched at once on the
+//! training device, all projection heads learning, MoCo keys, the asymmetric term, and a weight
+//! of 0 skipping its term entirely.
+
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use super::config::{ConfigError, DeviceSetting, Stage, TrainConfig};
+use super::losses::{self, similarity_logits};
+use super::nets::{Discriminator, Generator, Network, ParamInit, ProjectionHeads, ema_update};
+use super::nonlocal::{self, Anchors, BlockMatcher, Neighbours, SamplerError};
+use super::optim::Adam;
+use crate::onnx::GeneratorOutput;
+
+/// What can go wrong while building or stepping a trainer.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(
+        "device '{device}' is not available to libtorch ({reason}); set `device = \"cpu\"` or \
+         run where the GPU and a CUDA build of libtorch are"
+    )]
+    Device { device: String, reason: String },
+    #[error("bad training input '{what}': {problem}")]
+    Input { what: &'static str, problem: String },
+    #[error(transparent)]
+    Sampler(#[from] SamplerError),
+}
+
+/// Names of the networks, as they prefix parameter names in checkpoints and gradient probes.
+pub const NETWORK_NAMES: [&str; 9] = [
+    "gen_b",
+    "gen_r",
+    "disc",
+    "heads_loc",
+    "heads_layer",
+    "key_gen_b",
+    "key_disc",
+    "key_heads_loc",
+    "key_heads_layer",
+];
+
+/// One value per loss term; `None` where the term was not computed (weight 0, or not part of
+/// the stage).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Terms {
+    pub consistency: Option<f64>,
+    pub sparsity: Option<f64>,
+    pub adversarial: Option<f64>,
+    pub layer_contrastive: Option<f64>,
+    pub asymmetric: Option<f64>,
+    pub location: Option<f64>,
+    pub supervised_clean: Option<f64>,
+    pub supervised_rain: Option<f64>,
+}
+
+/// Wall times of one step's phases, in seconds (the device is synchronised at each boundary).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StepTimes {
+    /// Generators, discriminator passes, encoders and momentum keys.
+    pub forward: f64,
+    /// Anchor sampling and block matching.
+    pub nonlocal: f64,
+    /// Each generator-step term: its feature gathering, heads and loss. The layer and asymmetric
+    /// terms share their similarity logits, counted under `layer_contrastive` when it runs.
+    pub loss: Terms,
+    /// The discriminator's loss.
+    pub discriminator_loss: f64,
+    /// Both backward passes.
+    pub backward: f64,
+    /// Both Adam updates.
+    pub optimiser: f64,
+    /// Momentum update of the key copies.
+    pub ema: f64,
+    /// The whole step.
+    pub total: f64,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StepReport {
+    /// Steps completed, this one included.
+    pub step: u64,
+    pub stage: Stage,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Each term's unweighted value.
+    pub loss: Terms,
+    /// The weighted sum the generators (and heads) minimised.
+    pub generator_total: f64,
+    /// The discriminator's loss (`None` without the adversarial term).
+    pub discriminator: Option<f64>,
+    /// Share of anchor groups whose asymmetric sign η was +1 (B̂ patches the richer).
+    pub eta_positive: Option<f64>,
+    pub time: StepTimes,
+}
+
+/// One parameter's gradient norm after a phase's backward pass (`None`: no gradient at all).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamGrad {
+    /// `network.parameter`, e.g. `gen_b.enc.0.weight`.
+    pub name: String,
+    pub norm: Option<f64>,
+}
+
+/// Which parameters each phase of a step sends gradients to ([`Trainer::probe_gradients`]).
+#[derive(Debug, Clone)]
+pub struct GradientProbe {
+    /// After the discriminator's backward pass (empty without the adversarial term).
+    pub discriminator_phase: Vec<ParamGrad>,
+    /// After the generators' backward pass.
+    pub generator_phase: Vec<ParamGrad>,
+}
+
+/// A batch for one step: `[B,3,H,W]` float tensors in [0,1].
+#[derive(Debug, Clone, Copy)]
+pub enum Batch<'a> {
+    /// Stage 1: synthetic rainy frames, their clean frames and rain layers (rainy − clean).
+    Pretrain {
+        rainy: &'a Tensor,
+        clean: &'a Tensor,
+        rain: &'a Tensor,
+    },
+    /// Stage 2: real rainy frames and unpaired clean frames.
+    Anlcl {
+        rainy: &'a Tensor,
+        clean: &'a Tensor,
+    },
+}
+
+impl Batch<'_> {
+    fn stage(&self) -> Stage {
+        match self {
+            Batch::Pretrain { .. } => Stage::Pretrain,
+            Batch::Anlcl { .. } => Stage::Anlcl,
+        }
+    }
+}
+
+/// The batch on the device, and the generators' outputs.
+struct Forward {
+    rainy: Tensor,
+    clean: Tensor,
+    rain: Option<Tensor>,
+    clean_hat: Tensor,
+    rain_hat: Tensor,
+}
+
+/// Measures phases; synchronises a CUDA device first so the time is the work's, not the launch's.
+struct Clock {
+    device: Device,
+    last: Instant,
+}
+
+impl Clock {
+    fn new(device: Device) -> Self {
+        Self {
+            device,
+            last: Instant::now(),
+        }
+    }
+
+    /// Seconds since the previous lap.
+    fn lap(&mut self) -> f64 {
+        if let Device::Cuda(i) = self.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+        let now = Instant::now();
+        let t = (now - self.last).as_secs_f64();
+        self.last = now;
+        t
+    }
+}
+
+/// ANLCL's networks, momentum keys, optimisers, step count and sampling RNG.
+///
+/// Two sets of projection heads, both trained by the generator optimiser: `heads_loc` on G_B's
+/// encoder features (location term) and `heads_layer` on D's encoder features, shared by the
+/// layer and asymmetric terms. The asymmetric term has no head of its own on purpose: it asks
+/// rain features to sit tighter than image features in the embedding the layer term builds, and
+/// a head of its own could satisfy it alone by collapsing rain features, teaching the
+/// generators nothing. Each head set, D and G_B have a frozen momentum copy (EMA, `heads.momentum`)
+/// that computes the keys, as in MoCo.
+pub struct Trainer {
+    pub(super) config: TrainConfig,
+    pub(super) device: Device,
+    pub(super) gen_b: Generator,
+    pub(super) gen_r: Generator,
+    pub(super) disc: Discriminator,
+    /// Heads for G_B's encoder features (location term).
+    pub(super) heads_loc: ProjectionHeads,
+    /// Heads for D's encoder features (layer and asymmetric terms).
+    pub(super) heads_layer: ProjectionHeads,
+    pub(super) key_gen_b: Generator,
+    pub(super) key_disc: Discriminator,
+    pub(super) key_heads_loc: ProjectionHeads,
+    pub(super) key_heads_layer: ProjectionHeads,
+    /// G_B, G_R and both head sets.
+    pub(super) opt_g: Adam,
+    pub(super) opt_d: Adam,
+    pub(super) step: u64,
+    /// Every random choice of the steps (anchors); saved in checkpoints.
+    pub(super) rng: ChaCha8Rng,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("generator", &self.config.generator)
+            .field("device", &self.device)
+            .field("step", &self.step)
+            .finish()
+    }
+}
+
+/// Parameters of `net` named `prefix.name`, sorted by name.
+fn named_parameters(prefix: &str, net: &dyn Network) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = net
+        .var_store()
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (format!("{prefix}.{n}"), t))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+impl Trainer {
+    /// Fresh networks and optimisers for `config` (validated here), seeded from `config.seed`.
+    pub fn new(config: &TrainConfig) -> Result<Self, TrainError> {
+        config.validate()?;
+        let device = match config.device_setting()? {
+            DeviceSetting::Cpu => Device::Cpu,
+            DeviceSetting::Cuda(i) => {
+                let count = tch::Cuda::device_count() as usize;
+                if i >= count {
+                    return Err(TrainError::Device {
+                        device: config.device.clone(),
+                        reason: format!("libtorch sees {count} CUDA devices"),
+                    });
+                }
+                Device::Cuda(i)
+            }
+        };
+        // Stream 0 draws the anchors, stream 1 the initial weights: independent, both seeded.
+        let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let mut init_rng = rng.clone();
+        init_rng.set_stream(1);
+        let mut init = ParamInit::new(init_rng);
+
+        let arch = &config.generator;
+        let gen_b = Generator::new(arch, GeneratorOutput::Clean, device, &mut init);
+        let gen_r = Generator::new(arch, GeneratorOutput::Rain, device, &mut init);
+        let disc = Discriminator::new(&config.discriminator, device, &mut init);
+        let units = config.heads.units as i64;
+        let heads_loc = ProjectionHeads::new(&gen_b.feature_channels(), units, device, &mut init);
+        let heads_layer = ProjectionHeads::new(&disc.feature_channels(), units, device, &mut init);
+
+        let mut g_params = named_parameters("gen_b", &gen_b);
+        g_params.extend(named_parameters("gen_r", &gen_r));
+        g_params.extend(named_parameters("heads_loc", &heads_loc));
+        g_params.extend(named_parameters("heads_layer", &heads_layer));
+        let opt_g = Adam::new(g_params, &config.optimiser);
+        let opt_d = Adam::new(named_parameters("disc", &disc), &config.optimiser);
+
+        Ok(Self {
+            config: config.clone(),
+            device,
+            key_gen_b: gen_b.frozen_copy(),
+            key_disc: disc.frozen_copy(),
+            key_heads_loc: heads_loc.frozen_copy(),
+            key_heads_layer: heads_layer.frozen_copy(),
+            gen_b,
+            gen_r,
+            disc,
+            heads_loc,
+            heads_layer,
+            opt_g,
+            opt_d,
+            step: 0,
+            rng,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// The device the networks live on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Steps completed.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// G_B ([`GeneratorOutput::Clean`]) or G_R ([`GeneratorOutput::Rain`]).
+    pub fn generator(&self, which: GeneratorOutput) -> &Generator {
+        match which {
+            GeneratorOutput::Clean => &self.gen_b,
+            GeneratorOutput::Rain => &self.gen_r,
+        }
+    }
+
+    /// The discriminator.
+    pub fn discriminator(&self) -> &Discriminator {
+        &self.disc
+    }
+
+    /// Every network with its name ([`NETWORK_NAMES`] order).
+    pub fn networks(&self) -> [(&'static str, &dyn Network); 9] {
+        let nets: [&dyn Network; 9] = [
+            &self.gen_b,
+            &self.gen_r,
+            &self.disc,
+            &self.heads_loc,
+            &self.heads_layer,
+            &self.key_gen_b,
+            &self.key_disc,
+            &self.key_heads_loc,
+            &self.key_heads_layer,
+        ];
+        std::array::from_fn(|i| (NETWORK_NAMES[i], nets[i]))
+    }
+
+    /// Forgets the optimisers' moments and restarts the step count (and so the learning-rate
+    /// schedule), keeping the weights: for stage 2 starting from a stage-1 checkpoint.
+    pub fn reset_optimisers(&mut self) {
+        self.opt_g.reset();
+        self.opt_d.reset();
+        self.step = 0;
+    }
+
+    /// G_B on `rainy` (`[B,3,H,W]` in [0,1], H and W multiples of the architecture's
+    /// `multiple_of`) without gradients: B̂ in [0,1], on the trainer's device.
+    pub fn derain(&self, rainy: &Tensor) -> Tensor {
+        let _guard = tch::no_grad_guard();
+        self.gen_b.forward(&rainy.to_device(self.device))
+    }
+
+    /// Stage 1 step on synthetic pairs: supervised L1 on B̂ (to `clean`) and R̂ (to `rain`),
+    /// plus the adversarial term; no contrastive terms.
+    pub fn step_pretrain(
+        &mut self,
+        rainy: &Tensor,
+        clean: &Tensor,
+        rain: &Tensor,
+    ) -> Result<StepReport, TrainError> {
+        self.step_batch(Batch::Pretrain { rainy, clean, rain })
+    }
+
+    /// Stage 2 step on real rainy frames and unpaired clean frames: every loss; a D step, then
+    /// a G step with D frozen, then the momentum update.
+    pub fn step_anlcl(&mut self, rainy: &Tensor, clean: &Tensor) -> Result<StepReport, TrainError> {
+        self.step_batch(Batch::Anlcl { rainy, clean })
+    }
+
+    /// One step of the batch's stage.
+    pub fn step_batch(&mut self, batch: Batch<'_>) -> Result<StepReport, TrainError> {
+        let mut clock = Clock::new(self.device);
+        let start = Instant::now();
+        let lr = self.config.optimiser.lr_at(self.step);
+        let mut report = StepReport {
+            stage: batch.stage(),
+            lr,
+            ..StepReport::default()
+        };
+        let fwd = self.forward(batch)?;
+        report.time.forward += clock.lap();
+
+        if let Some(d_loss) = self.discriminator_backward(&fwd, &mut report, &mut clock) {
+            self.opt_d.step(lr);
+            report.time.optimiser += clock.lap();
+            report.discriminator = Some(d_loss.double_value(&[]));
+        }
+
+        let mut rng = self.rng.clone();
+        let (total, terms) = self.generator_backward(&fwd, &mut report, &mut clock, &mut rng)?;
+        self.rng = rng;
+        self.opt_g.step(lr);
+        report.time.optimiser += clock.lap();
+
+        let m = self.config.heads.momentum;
+        ema_update(self.key_gen_b.var_store(), self.gen_b.var_store(), m);
+        ema_update(self.key_disc.var_store(), self.disc.var_store(), m);
+        ema_update(
+            self.key_heads_loc.var_store(),
+            self.heads_loc.var_store(),
+            m,
+        );
+        ema_update(
+            self.key_heads_layer.var_store(),
+            self.heads_layer.var_store(),
+            m,
+        );
+        report.time.ema += clock.lap();
+
+        self.step += 1;
+        report.step = self.step;
+        report.loss = terms.values();
+        report.generator_total = total.double_value(&[]);
+        report.time.total = start.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// Runs both phases' forward and backward passes on `batch` without updating anything (the
+    /// sampling RNG included) and reports every parameter's gradient norm after each: which
+    /// parameters each phase trains. Gradients are cleared before each phase and afterwards.
+    pub fn probe_gradients(&mut self, batch: Batch<'_>) -> Result<GradientProbe, TrainError> {
+        let mut clock = Clock::new(self.device);
+        let mut report = StepReport::default();
+        let fwd = self.forward(batch)?;
+        self.zero_all_grads();
+        let discriminator_phase = match self.discriminator_backward(&fwd, &mut report, &mut clock) {
+            Some(_) => self.gradient_norms(),
+            None => Vec::new(),
+        };
+        self.zero_all_grads();
+        let mut rng = self.rng.clone();
+        let _ = self.generator_backward(&fwd, &mut report, &mut clock, &mut rng)?;
+        let generator_phase = self.gradient_norms();
+        self.zero_all_grads();
+        Ok(GradientProbe {
+            discriminator_phase,
+            generator_phase,
+        })
+    }
+
+    fn zero_all_grads(&self) {
+        for (_, net) in self.networks() {
+            for (_, mut t) in net.var_store().variables() {
+                t.zero_grad();
+            }
+        }
+    }
+
+    fn gradient_norms(&self) -> Vec<ParamGrad> {
+        let mut out = Vec::new();
+        for (prefix, net) in self.networks() {
+            for (name, t) in named_parameters(prefix, net) {
+                let g = t.grad();
+                let norm = g.defined().then(|| g.norm().double_value(&[]));
+                out.push(ParamGrad { name, norm });
+            }
+        }
+        out
+    }
+
+    /// Checks a batch tensor; returns it on the device.
+    fn input(&self, what: &'static str, t: &Tensor) -> Result<Tensor, TrainError> {
+        let bad = |problem: String| TrainError::Input { what, problem };
+        let size = t.size();
+        let [_, c, h, w] = size[..] else {
+            return Err(bad(format!("shape {size:?} is not [B,3,H,W]")));
+        };
+        if c != 3 {
+            return Err(bad(format!("has {c} channels, not 3 (RGB)")));
+        }
+        if t.kind() != Kind::Float {
+            return Err(bad(format!("is {:?}, not float32", t.kind())));
+        }
+        let mult = self.config.generator.multiple_of() as i64;
+        let min = self.config.min_crop() as i64;
+        if h < min || w < min || h % mult != 0 || w % mult != 0 {
+            return Err(bad(format!(
+                "{h}×{w}: H and W must be at least {min} and multiples of {mult}"
+            )));
+        }
+        Ok(t.to_device(self.device))
+    }
+
+    fn forward(&self, batch: Batch<'_>) -> Result<Forward, TrainError> {
+        let (rainy, clean, rain) = match batch {
+            Batch::Pretrain { rainy, clean, rain } => (rainy, clean, Some(rain)),
+            Batch::Anlcl { rainy, clean } => (rainy, clean, None),
+        };
+        let rainy = self.input("rainy", rainy)?;
+        let clean = self.input("clean", clean)?;
+        let rain = rain.map(|r| self.input("rain", r)).transpose()?;
+        if rain.as_ref().is_some_and(|r| r.size() != rainy.size())
+            || (batch.stage() == Stage::Pretrain && clean.size() != rainy.size())
+        {
+            return Err(TrainError::Input {
+                what: "clean/rain",
+                problem: "paired tensors must have the rainy batch's shape".into(),
+            });
+        }
+        if batch.stage() == Stage::Anlcl {
+            self.check_sampler(&rainy)?;
+        }
+        let clean_hat = self.gen_b.forward(&rainy);
+        let rain_hat = self.gen_r.forward(&rainy);
+        Ok(Forward {
+            rainy,
+            clean,
+            rain,
+            clean_hat,
+            rain_hat,
+        })
+    }
+
+    /// Fails before anything is updated if the search windows of `rainy`'s size cannot supply
+    /// the patch counts the terms in use ask for.
+    fn check_sampler(&self, rainy: &Tensor) -> Result<(), TrainError> {
+        let (s, w) = (&self.config.sampler, &self.config.loss);
+        let (_, _, h, wd) = rainy.size4().expect("checked input");
+        let matcher = BlockMatcher {
+            patch: s.patch as i64,
+            window: s.window as i64,
+        };
+        let mut k = 0;
+        if w.layer_contrastive > 0.0 || w.asymmetric > 0.0 {
+            k = k.max(s.positives).max(s.rain_negatives);
+        }
+        if w.location > 0.0 {
+            k = k.max(s.location_negatives);
+        }
+        Ok(matcher.check(h, wd, k as i64)?)
+    }
+
+    /// D's loss and backward pass (gradients only into D); `None` when the adversarial weight
+    /// is 0.
+    fn discriminator_backward(
+        &mut self,
+        fwd: &Forward,
+        report: &mut StepReport,
+        clock: &mut Clock,
+    ) -> Option<Tensor> {
+        if self.config.loss.adversarial <= 0.0 {
+            return None;
+        }
+        self.opt_d.zero_grad();
+        let real = self.disc.forward(&fwd.clean);
+        let fake = self.disc.forward(&fwd.clean_hat.detach());
+        report.time.forward += clock.lap();
+        let loss = losses::discriminator_loss(&real, &fake);
+        report.time.discriminator_loss += clock.lap();
+        loss.backward();
+        report.time.backward += clock.lap();
+        Some(loss.detach())
+    }
+
+    /// The generators' objective and its backward pass, D frozen; returns the weighted total and
+    /// the terms.
+    fn generator_backward(
+        &mut self,
+        fwd: &Forward,
+        report: &mut StepReport,
+        clock: &mut Clock,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(Tensor, TermTensors), TrainError> {
+        self.opt_g.zero_grad();
+        self.disc.var_store_mut().freeze();
+        let mut obj = Objective {
+            total: Tensor::zeros([], (Kind::Float, self.device)),
+            terms: TermTensors::default(),
+            times: std::mem::take(&mut report.time),
+            clock,
+        };
+        let result = self.generator_objective(fwd, &mut obj, rng);
+        let Objective {
+            total,
+            terms,
+            mut times,
+            clock,
+        } = obj;
+        let result = result.map(|eta_positive| {
+            total.backward();
+            times.backward += clock.lap();
+            report.eta_positive = eta_positive;
+            (total.detach(), terms)
+        });
+        report.time = times;
+        self.disc.var_store_mut().unfreeze();
+        result
+    }
+
+    /// Builds the weighted objective into `obj`; returns the share of η = +1 groups when the
+    /// asymmetric term ran.
+    fn generator_objective(
+        &self,
+        fwd: &Forward,
+        obj: &mut Objective<'_>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Option<f64>, TrainError> {
+        let w = self.config.loss;
+        let stage1 = fwd.rain.is_some();
+        let contrastive = !stage1 && (w.layer_contrastive > 0.0 || w.asymmetric > 0.0);
+        let location = !stage1 && w.location > 0.0;
+
+        // The adversarial term shares D's pass with the layer terms' features.
+        let (scores, feats_clean) = match (w.adversarial > 0.0, contrastive) {
+            (true, true) => {
+                let (s, f) = self.disc.forward_with_features(&fwd.clean_hat);
+                (Some(s), Some(f))
+            }
+            (true, false) => (Some(self.disc.forward(&fwd.clean_hat)), None),
+            (false, true) => (None, Some(self.disc.features(&fwd.clean_hat))),
+            (false, false) => (None, None),
+        };
+        obj.times.forward += obj.clock.lap();
+        if let Some(scores) = scores {
+            let t = losses::generator_loss(&scores);
+            obj.add(Term::Adversarial, w.adversarial, t);
+        }
+
+        if let Some(rain) = &fwd.rain {
+            if w.supervised > 0.0 {
+                let t = losses::supervised(&fwd.clean_hat, &fwd.clean);
+                obj.add(Term::SupervisedClean, w.supervised, t);
+                let t = losses::supervised(&fwd.rain_hat, rain);
+                obj.add(Term::SupervisedRain, w.supervised, t);
+            }
+            return Ok(None);
+        }
+        if w.consistency > 0.0 {
+            let t = losses::consistency(&fwd.clean_hat, &fwd.rain_hat, &fwd.rainy);
+            obj.add(Term::Consistency, w.consistency, t);
+        }
+        if w.sparsity > 0.0 {
+            obj.add(Term::Sparsity, w.sparsity, losses::sparsity(&fwd.rain_hat));
+        }
+        if !contrastive && !location {
+            return Ok(None);
+        }
+
+        // Online features (queries) and the momentum copies' (keys).
+        let feats_rain = contrastive.then(|| self.disc.features(&fwd.rain_hat));
+        let enc_clean = location.then(|| self.gen_b.encode(&fwd.clean_hat));
+        let (keys_clean, keys_rain, keys_rainy) = {
+            let _guard = tch::no_grad_guard();
+            (
+                contrastive.then(|| self.key_disc.features(&fwd.clean_hat.detach())),
+                contrastive.then(|| self.key_disc.features(&fwd.rain_hat.detach())),
+                location.then(|| self.key_gen_b.encode(&fwd.rainy)),
+            )
+        };
+        obj.times.forward += obj.clock.lap();
+
+        // Non-local search around anchors shared by every term.
+        let s = &self.config.sampler;
+        let (b, _, h, wd) = fwd.rainy.size4().expect("checked input");
+        let matcher = BlockMatcher {
+            patch: s.patch as i64,
+            window: s.window as i64,
+        };
+        let anchors = Anchors::sample(
+            rng,
+            b,
+            (h, wd),
+            matcher.patch,
+            s.anchors_per_image as i64,
+            self.device,
+        );
+        let near = match contrastive {
+            true => Some((
+                matcher.nearest(&fwd.clean_hat, &anchors, s.positives as i64)?,
+                matcher.nearest(&fwd.rain_hat, &anchors, s.rain_negatives as i64)?,
+            )),
+            false => None,
+        };
+        let far = match location {
+            true => Some(matcher.farthest(&fwd.rainy, &anchors, s.location_negatives as i64)?),
+            false => None,
+        };
+        obj.times.nonlocal += obj.clock.lap();
+
+        let mut eta_positive = None;
+        if let (Some(fc), Some(fr), Some(kc), Some(kr), Some((nc, nr))) =
+            (&feats_clean, &feats_rain, &keys_clean, &keys_rain, &near)
+        {
+            let layers = LayerFeatures {
+                clean: fc,
+                rain: fr,
+                clean_keys: kc,
+                rain_keys: kr,
+                near_clean: nc,
+                near_rain: nr,
+            };
+            eta_positive = self.layer_terms(fwd, &anchors, &layers, obj);
+        }
+        if let (Some(enc), Some(keys), Some(far)) = (&enc_clean, &keys_rainy, &far) {
+            let t = self.location_term(&anchors, enc, keys, far, (h, wd));
+            obj.add(Term::Location, w.location, t);
+        }
+        Ok(eta_positive)
+    }
+
+    /// The layer contrastive and asymmetric terms over D's encoder layers; returns the share of
+    /// η = +1 groups when the asymmetric term ran.
+    fn layer_terms(
+        &self,
+        fwd: &Forward,
+        anchors: &Anchors,
+        f: &LayerFeatures<'_>,
+        obj: &mut Objective<'_>,
+    ) -> Option<f64> {
+        let w = self.config.loss;
+        let s = &self.config.sampler;
+        let (p, n_b) = (s.patch as i64, s.positives as i64);
+        let (_, _, h, wd) = fwd.rainy.size4().expect("checked input");
+
+        // η per anchor group: intensity-histogram entropy of the sampled B̂ against R̂ patches.
+        let eta = (w.asymmetric > 0.0).then(|| {
+            let _guard = tch::no_grad_guard();
+            let grey = |t: &Tensor| t.mean_dim([1i64].as_slice(), false, Kind::Float);
+            let clean = grey(&fwd.clean_hat.detach());
+            // The rain layer's magnitude, in image units.
+            let rain = grey(&fwd.rain_hat.detach().abs());
+            let pc =
+                nonlocal::patch_pixels(&clean, &anchors.batch, &f.near_clean.y, &f.near_clean.x, p);
+            let pr =
+                nonlocal::patch_pixels(&rain, &anchors.batch, &f.near_rain.y, &f.near_rain.x, p);
+            losses::entropy_sign(&pc, &pr, s.entropy_bins as i64)
+        });
+        if eta.is_some() {
+            obj.charge(Term::Asymmetric);
+        }
+        let shared = if w.layer_contrastive > 0.0 {
+            Term::LayerContrastive
+        } else {
+            Term::Asymmetric
+        };
+
+        let batch = anchors.batch.unsqueeze(1);
+        let project = |heads: &ProjectionHeads, l: usize, feat: &Tensor, n: &Neighbours| {
+            let at = nonlocal::features_at(feat, &batch, &(&n.y + p / 2), &(&n.x + p / 2), (h, wd));
+            heads.project(l, &at)
+        };
+        let (mut layer, mut asym) = (Vec::new(), Vec::new());
+        for l in 0..self.heads_layer.len() {
+            let q = Tensor::cat(
+                &[
+                    project(&self.heads_layer, l, &f.clean[l], f.near_clean),
+                    project(&self.heads_layer, l, &f.rain[l], f.near_rain),
+                ],
+                1,
+            );
+            let k = {
+                let _guard = tch::no_grad_guard();
+                Tensor::cat(
+                    &[
+                        project(&self.key_heads_layer, l, &f.clean_keys[l], f.near_clean),
+                        project(&self.key_heads_layer, l, &f.rain_keys[l], f.near_rain),
+                    ],
+                    1,
+                )
+            };
+            let logits = similarity_logits(&q, &k, w.temperature);
+            obj.charge(shared);
+            if w.layer_contrastive > 0.0 {
+                layer.push(losses::layer_contrastive(&logits, n_b));
+                obj.charge(Term::LayerContrastive);
+            }
+            if let Some(eta) = &eta {
+                asym.push(losses::asymmetric(&logits, n_b, eta));
+                obj.charge(Term::Asymmetric);
+            }
+        }
+        if !layer.is_empty() {
+            obj.add_uncharged(
+                Term::LayerContrastive,
+                w.layer_contrastive,
+                layer_mean(layer),
+            );
+        }
+        if !asym.is_empty() {
+            obj.add_uncharged(Term::Asymmetric, w.asymmetric, layer_mean(asym));
+        }
+        eta.map(|e| e.gt(0.0).to_kind(Kind::Double).mean(None).double_value(&[]))
+    }
+
+    /// The location (PatchNCE) term over G_B's encoder layers: B̂'s feature at each anchor
+    /// against O's (momentum key) at the same place and at the anchor's farthest patches.
+    fn location_term(
+        &self,
+        anchors: &Anchors,
+        enc: &[Tensor],
+        keys: &[Tensor],
+        far: &Neighbours,
+        image: (i64, i64),
+    ) -> Tensor {
+        let half = self.config.sampler.patch as i64 / 2;
+        let (cy, cx) = (&anchors.y + half, &anchors.x + half);
+        let (fy, fx) = (&far.y + half, &far.x + half);
+        let batch = anchors.batch.unsqueeze(1);
+        let mut per_layer = Vec::new();
+        for l in 0..self.heads_loc.len() {
+            let at = nonlocal::features_at(&enc[l], &anchors.batch, &cy, &cx, image);
+            let query = self.heads_loc.project(l, &at);
+            let (positive, negatives) = {
+                let _guard = tch::no_grad_guard();
+                let kp = nonlocal::features_at(&keys[l], &anchors.batch, &cy, &cx, image);
+                let kn = nonlocal::features_at(&keys[l], &batch, &fy, &fx, image);
+                (
+                    self.key_heads_loc.project(l, &kp),
+                    self.key_heads_loc.project(l, &kn),
+                )
+            };
+            // A negative on the positive's own feature cell (coarse layers) is no negative.
+            let (_, _, hf, wf) = enc[l].size4().expect("feature maps are NCHW");
+            let (ay, ax) = nonlocal::feature_cell(&cy, &cx, (hf, wf), image);
+            let (ny, nx) = nonlocal::feature_cell(&fy, &fx, (hf, wf), image);
+            let drop = ny
+                .eq_tensor(&ay.unsqueeze(1))
+                .logical_and(&nx.eq_tensor(&ax.unsqueeze(1)));
+            per_layer.push(losses::location_nce(
+                &query,
+                &positive,
+                &negatives,
+                Some(&drop),
+                self.config.loss.temperature,
+            ));
+        }
+        layer_mean(per_layer)
+    }
+}
+
+/// D-encoder features of B̂ and R̂ (online and key copies) and the patches found for each anchor.
+struct LayerFeatures<'a> {
+    clean: &'a [Tensor],
+    rain: &'a [Tensor],
+    clean_keys: &'a [Tensor],
+    rain_keys: &'a [Tensor],
+    near_clean: &'a Neighbours,
+    near_rain: &'a Neighbours,
+}
+
+/// A term of the objective.
+#[derive(Debug, Clone, Copy)]
+enum Term {
+    Consistency,
+    Sparsity,
+    Adversarial,
+    LayerContrastive,
+    Asymmetric,
+    Location,
+    SupervisedClean,
+    SupervisedRain,
+}
+
+impl Terms {
+    fn slot(&mut self, term: Term) -> &mut Option<f64> {
+        match term {
+            Term::Consistency => &mut self.consistency,
+            Term::Sparsity => &mut self.sparsity,
+            Term::Adversarial => &mut self.adversarial,
+            Term::LayerContrastive => &mut self.layer_contrastive,
+            Term::Asymmetric => &mut self.asymmetric,
+            Term::Location => &mut self.location,
+            Term::SupervisedClean => &mut self.supervised_clean,
+            Term::SupervisedRain => &mut self.supervised_rain,
+        }
+    }
+}
+
+/// The generator terms as tensors, read into the report after the backward pass.
+#[derive(Default)]
+struct TermTensors([Option<Tensor>; 8]);
+
+impl TermTensors {
+    fn values(&self) -> Terms {
+        let mut out = Terms::default();
+        for term in [
+            Term::Consistency,
+            Term::Sparsity,
+            Term::Adversarial,
+            Term::LayerContrastive,
+            Term::Asymmetric,
+            Term::Location,
+            Term::SupervisedClean,
+            Term::SupervisedRain,
+        ] {
+            *out.slot(term) = self.0[term as usize].as_ref().map(|t| t.double_value(&[]));
+        }
+        out
+    }
+}
+
+/// The weighted objective under construction, and where its time goes.
+struct Objective<'c> {
+    total: Tensor,
+    terms: TermTensors,
+    times: StepTimes,
+    clock: &'c mut Clock,
+}
+
+impl Objective<'_> {
+    /// Adds `weight`·`value` and charges the time since the last lap to `term`.
+    fn add(&mut self, term: Term, weight: f64, value: Tensor) {
+        self.add_uncharged(term, weight, value);
+        self.charge(term);
+    }
+
+    fn add_uncharged(&mut self, term: Term, weight: f64, value: Tensor) {
+        self.total = &self.total + &value * weight;
+        self.terms.0[term as usize] = Some(value.detach());
+    }
+
+    /// Charges the time since the last lap to `term`.
+    fn charge(&mut self, term: Term) {
+        let t = self.clock.lap();
+        let slot = self.times.loss.slot(term);
+        *slot = Some(slot.unwrap_or(0.0) + t);
+    }
+}
+
+/// Mean of per-layer terms.
+fn layer_mean(terms: Vec<Tensor>) -> Tensor {
+    Tensor::stack(&terms, 0).mean(None)
+}

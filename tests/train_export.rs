@@ -1,0 +1,162 @@
+#![cfg(feature = "train")]
+//! Export parity: each architecture's exported ONNX model, loaded and run the way the element
+//! does (model contract check, ONNX Runtime on the CPU, reflect padding to `multiple_of`), gives
+//! the tch network's output to 1e-4, on a random 3×67×93 input and on a real rainy frame.
+
+mod synthetic_rain;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Kind, Tensor};
+
+use derain::frame::{FrameLayout, PixelFormat, frame_to_tensor, padded_size};
+use derain::model::Model;
+use derain::onnx::GeneratorOutput;
+use derain::runtime::{Generator, Provider, SessionOptions};
+use derain::train::nets::Network;
+use derain::train::{GeneratorArch, Trainer};
+use synthetic_rain::{anlcl_batch, tiny_config};
+
+const TOLERANCE: f32 = 1e-4;
+
+/// A trainer of `arch` after two steps, so no weight is at its initial value.
+fn trained(arch: GeneratorArch) -> Trainer {
+    let mut t = Trainer::new(&tiny_config(arch)).unwrap();
+    let (rainy, clean) = anlcl_batch(7, 1, 64);
+    for _ in 0..2 {
+        t.step_anlcl(&rainy, &clean).unwrap();
+    }
+    t
+}
+
+/// Reflect-pads a `[3,h,w]` tensor at the bottom and right to multiples of `k` (the element's
+/// padding, `derain::frame`).
+fn pad(x: &Tensor, k: u32) -> Tensor {
+    let (_, h, w) = x.size3().unwrap();
+    let (hp, wp) = padded_size(h as usize, w as usize, k);
+    x.unsqueeze(0)
+        .reflection_pad2d([0, wp as i64 - w, 0, hp as i64 - h])
+        .squeeze_dim(0)
+}
+
+/// Runs `padded` (`[3,hp,wp]`) through ONNX Runtime and through tch; returns the largest
+/// difference over the top-left `h`×`w` region.
+fn max_diff(t: &Trainer, session: &mut Generator, padded: &Tensor, h: i64, w: i64) -> f32 {
+    let (_, hp, wp) = padded.size3().unwrap();
+    let input = Vec::<f32>::try_from(padded.reshape([-1])).unwrap();
+    let ort = session
+        .run(&input, hp as usize, wp as usize, <[f32]>::to_vec)
+        .expect("ONNX Runtime runs the export");
+    let ort = Tensor::from_slice(&ort).view([3, hp, wp]);
+    let tch = t
+        .derain(&padded.unsqueeze(0))
+        .squeeze_dim(0)
+        .to_device(Device::Cpu);
+    let crop = |x: &Tensor| x.narrow(1, 0, h).narrow(2, 0, w);
+    (crop(&ort) - crop(&tch)).abs().max().double_value(&[]) as f32
+}
+
+fn check_architecture(arch: GeneratorArch) {
+    let t = trained(arch);
+    let card = t.model_card("parity");
+    let bytes = t.export(GeneratorOutput::Clean, &card).expect("exports");
+    let model = Model::from_bytes(bytes, "parity").expect("the export honours the model contract");
+
+    let c = model.card();
+    let g = t.generator(GeneratorOutput::Clean);
+    assert_eq!(c.architecture, arch.describe());
+    assert_eq!(c.multiple_of as usize, arch.multiple_of());
+    assert_eq!(c.parameters, g.parameter_count());
+    assert!((c.gmac_per_megapixel - arch.mac_per_pixel() / 1000.0).abs() < 1e-9);
+    assert_eq!(c.training["steps"], 2);
+
+    let options = SessionOptions {
+        provider: Provider::Cpu,
+        ..SessionOptions::default()
+    };
+    let mut session = Generator::new(&model, &options).expect("ONNX Runtime (run `make setup`)");
+
+    // A random 3×67×93 input.
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let v: Vec<f32> = (0..3 * 67 * 93)
+        .map(|_| rng.random_range(0.0..1.0))
+        .collect();
+    let x = Tensor::from_slice(&v).view([3, 67, 93]);
+    let d = max_diff(&t, &mut session, &pad(&x, c.multiple_of), 67, 93);
+    eprintln!(
+        "{}: random 3×67×93 input, max |ORT − tch| = {d:e}",
+        arch.describe()
+    );
+    assert!(
+        d <= TOLERANCE,
+        "{}: random input differs by {d}",
+        arch.describe()
+    );
+
+    // A crop of a real rainy frame, converted exactly as the element converts frames.
+    let Some(path) = derain::data::shared_path("pairs/rain12/rainy/001.png") else {
+        eprintln!("skipping the real-frame check: ../shared/data/pairs/rain12 is absent");
+        return;
+    };
+    let img = derain::imageio::load_rgb(&path).unwrap();
+    let (w, h) = (150usize, 101usize);
+    let crop = image::imageops::crop_imm(&img, 40, 30, w as u32, h as u32).to_image();
+    let layout = FrameLayout::packed(PixelFormat::Rgb, w, h);
+    let (hp, wp) = padded_size(h, w, c.multiple_of);
+    let mut tensor = vec![0.0f32; 3 * hp * wp];
+    frame_to_tensor(&layout, &[crop.as_raw()], c.multiple_of, &mut tensor).unwrap();
+    let x = Tensor::from_slice(&tensor).view([3, hp as i64, wp as i64]);
+    let d = max_diff(&t, &mut session, &x, h as i64, w as i64);
+    eprintln!(
+        "{}: Rain12 001 crop {w}×{h}, max |ORT − tch| = {d:e}",
+        arch.describe()
+    );
+    assert!(
+        d <= TOLERANCE,
+        "{}: real frame differs by {d}",
+        arch.describe()
+    );
+    assert_eq!(x.kind(), Kind::Float);
+}
+
+#[test]
+fn resnet9_export_matches() {
+    check_architecture(GeneratorArch::Resnet9 {
+        base: 16,
+        blocks: 9,
+    });
+}
+
+#[test]
+fn fullres_export_matches() {
+    check_architecture(GeneratorArch::Fullres {
+        channels: 32,
+        blocks: 16,
+    });
+}
+
+#[test]
+fn lite_export_matches() {
+    check_architecture(GeneratorArch::Lite {
+        factor: 4,
+        channels: 32,
+        blocks: 3,
+    });
+}
+
+/// G_R exports with a `rain` output, which the element's loader refuses (it is not a deraining
+/// model).
+#[test]
+fn rain_generator_exports_but_is_no_contract_model() {
+    let t = Trainer::new(&tiny_config(GeneratorArch::Lite {
+        factor: 2,
+        channels: 4,
+        blocks: 1,
+    }))
+    .unwrap();
+    let bytes = t
+        .export(GeneratorOutput::Rain, &t.model_card("rain"))
+        .unwrap();
+    let err = Model::from_bytes(bytes, "rain").unwrap_err();
+    assert!(err.to_string().contains("clean"), "{err}");
+}

@@ -1,0 +1,179 @@
+//! The training run behind `derain train`: files it writes, resume, refusing to overwrite a
+//! run, config errors, and export + `derain info` from the command line.
+#![cfg(feature = "train")]
+
+use std::path::Path;
+use std::process::Command;
+
+use derain::imageio::{self, RgbImage};
+use derain::train::run::{self, CHECKPOINT_FILE, LOG_FILE, RunConfig, RunError};
+
+/// A folder of small clean "scenes" and a validation folder of pairs.
+fn data(dir: &Path) {
+    let clean = dir.join("clean");
+    std::fs::create_dir_all(&clean).unwrap();
+    for i in 0..4u32 {
+        let img = RgbImage::from_fn(80, 72, |x, y| {
+            let edge = if (x / 12 + y / 12 + i) % 2 == 0 {
+                50
+            } else {
+                0
+            };
+            image::Rgb([(x * 2) as u8 + edge, (y * 3) as u8, (60 + i * 30) as u8])
+        });
+        imageio::save_png_atomic(&img, &clean.join(format!("s{i}.png"))).unwrap();
+    }
+    for sub in ["rainy", "clean"] {
+        let d = dir.join("val").join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        let v = if sub == "rainy" { 40 } else { 0 };
+        let img = RgbImage::from_fn(36, 28, |x, y| {
+            image::Rgb([(x * 5) as u8 + v, (y * 6) as u8, 90])
+        });
+        imageio::save_png_atomic(&img, &d.join("v0.png")).unwrap();
+    }
+}
+
+const CONFIG: &str = r#"
+[train]
+stage = "pretrain"
+batch = 2
+crop = 32
+seed = 3
+generator = { arch = "lite", channels = 8, blocks = 1 }
+
+[data]
+clean = ["clean"]
+preset = "heavy"
+validation = "val"
+
+[run]
+steps = 4
+checkpoint_every = 2
+validate_every = 2
+name = "tiny"
+"#;
+
+#[test]
+fn a_run_writes_its_files_resumes_and_exports() {
+    let tmp = tempfile::tempdir().unwrap();
+    data(tmp.path());
+    let cfg = RunConfig::parse(CONFIG, "test", Some(tmp.path()), &[]).unwrap();
+    let dir = tmp.path().join("run");
+    let s = run::run(&cfg, &dir, false).unwrap();
+    assert_eq!(s.steps, 4);
+    let v = s.validation.expect("validation ran");
+    assert!(v.psnr_y.is_finite() && v.input_psnr_y.is_finite());
+    for f in [
+        CHECKPOINT_FILE,
+        LOG_FILE,
+        "config.toml",
+        "losses.png",
+        "validation.jsonl",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    assert!(dir.join("samples/step-0000004.png").is_file());
+    let log = std::fs::read_to_string(dir.join(LOG_FILE)).unwrap();
+    assert_eq!(log.lines().count(), 4);
+
+    // Starting again over the same run is refused; resuming with more steps continues it.
+    assert!(matches!(
+        run::run(&cfg, &dir, false),
+        Err(RunError::RunExists(_))
+    ));
+    let more = RunConfig::parse(CONFIG, "test", Some(tmp.path()), &["run.steps=6".into()]).unwrap();
+    // A line past the checkpoint (as a kill between checkpoint and log would leave) is dropped.
+    std::fs::write(
+        dir.join(LOG_FILE),
+        format!("{log}{{\"step\": 99}}\n{{\"step\": 5, \"half"),
+    )
+    .unwrap();
+    assert_eq!(run::run(&more, &dir, true).unwrap().steps, 6);
+    let log = std::fs::read_to_string(dir.join(LOG_FILE)).unwrap();
+    let steps: Vec<u64> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(steps, [1, 2, 3, 4, 5, 6]);
+
+    // Export through the command line, then read the card back.
+    let exe = env!("CARGO_BIN_EXE_derain");
+    let onnx = tmp.path().join("tiny.onnx");
+    let o = Command::new(exe)
+        .args([
+            "export",
+            dir.to_str().unwrap(),
+            "--out",
+            onnx.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(exe)
+        .args(["info", onnx.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("tiny") && out.contains("\"steps\": 6"),
+        "{out}"
+    );
+    let model = derain::model::Model::from_path(&onnx).unwrap();
+    assert!(model.card().scores["validation"]["psnr_y"].is_number());
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = RunConfig::parse(
+        &format!("{CONFIG}\n[extra]\nx = 1\n"),
+        "t.toml",
+        Some(tmp.path()),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("extra"), "{e}");
+    let e = RunConfig::parse(CONFIG, "t.toml", None, &["data.downscale=0".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("downscale"), "{e}");
+    let e = RunConfig::parse(CONFIG, "t.toml", None, &["train.batch=0".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("batch"), "{e}");
+    let e = RunConfig::parse(CONFIG, "t.toml", None, &["run.stepz=3".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("stepz"), "{e}");
+}
+
+#[test]
+fn resume_without_a_checkpoint_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    data(tmp.path());
+    let cfg = RunConfig::parse(CONFIG, "test", Some(tmp.path()), &[]).unwrap();
+    assert!(matches!(
+        run::run(&cfg, &tmp.path().join("none"), true),
+        Err(RunError::NothingToResume(_))
+    ));
+}
+
+#[test]
+fn shipped_configs_parse() {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/configs"));
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            RunConfig::load(&p, &[]).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 4, "{n} configs");
+}

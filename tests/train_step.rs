@@ -1,0 +1,237 @@
+#![cfg(feature = "train")]
+//! The training step end to end: which parameters each phase trains, a short run lowering the
+//! loss, exact resume from a checkpoint, stage 1, and weight 0 switching a term off.
+
+mod synthetic_rain;
+
+use derain::train::{Batch, GeneratorArch, ParamGrad, Trainer};
+use synthetic_rain::{anlcl_batch, parameters, pretrain_batch, tiny_config};
+
+fn small_resnet9() -> GeneratorArch {
+    GeneratorArch::Resnet9 { base: 8, blocks: 2 }
+}
+
+fn norms<'a>(grads: &'a [ParamGrad], prefix: &str) -> Vec<&'a ParamGrad> {
+    grads
+        .iter()
+        .filter(|g| g.name.starts_with(&format!("{prefix}.")))
+        .collect()
+}
+
+/// Every parameter of `prefix` has a gradient, and every weight a non-zero one (a bias right
+/// before an instance norm has an exactly cancelled gradient, so only its presence is checked).
+fn assert_learns(grads: &[ParamGrad], prefix: &str) {
+    let ps = norms(grads, prefix);
+    assert!(!ps.is_empty(), "no parameters under {prefix}");
+    for g in ps {
+        let norm = g
+            .norm
+            .unwrap_or_else(|| panic!("{} got no gradient", g.name));
+        assert!(norm.is_finite(), "{}: {norm}", g.name);
+        if g.name.ends_with(".weight") {
+            assert!(norm > 0.0, "{} got a zero gradient", g.name);
+        }
+    }
+}
+
+fn assert_frozen(grads: &[ParamGrad], prefix: &str) {
+    for g in norms(grads, prefix) {
+        assert!(
+            g.norm.is_none_or(|n| n == 0.0),
+            "{} should get no gradient, got {:?}",
+            g.name,
+            g.norm
+        );
+    }
+}
+
+#[test]
+fn gradients_reach_what_learns_and_nothing_frozen() {
+    let cfg = tiny_config(small_resnet9());
+    let mut t = Trainer::new(&cfg).unwrap();
+    let (rainy, clean) = anlcl_batch(1, 2, 64);
+    let probe = t
+        .probe_gradients(Batch::Anlcl {
+            rainy: &rainy,
+            clean: &clean,
+        })
+        .unwrap();
+
+    let d = &probe.discriminator_phase;
+    assert_learns(d, "disc");
+    for net in ["gen_b", "gen_r", "heads_loc", "heads_layer"] {
+        assert_frozen(d, net);
+    }
+    let g = &probe.generator_phase;
+    for net in ["gen_b", "gen_r", "heads_loc", "heads_layer"] {
+        assert_learns(g, net);
+    }
+    // D is frozen during the generator step; the momentum copies never get gradients.
+    assert_frozen(g, "disc");
+    for net in ["key_gen_b", "key_disc", "key_heads_loc", "key_heads_layer"] {
+        assert_frozen(d, net);
+        assert_frozen(g, net);
+        assert!(norms(g, net).iter().all(|p| p.norm.is_none()), "{net}");
+    }
+    // Probing changes nothing: the next step is the same as on a fresh trainer.
+    let mut fresh = Trainer::new(&cfg).unwrap();
+    let a = t.step_anlcl(&rainy, &clean).unwrap();
+    let b = fresh.step_anlcl(&rainy, &clean).unwrap();
+    assert_eq!(a.loss, b.loss);
+}
+
+#[test]
+fn weight_zero_removes_a_term() {
+    let mut cfg = tiny_config(small_resnet9());
+    cfg.loss.location = 0.0;
+    cfg.loss.asymmetric = 0.0;
+    let mut t = Trainer::new(&cfg).unwrap();
+    let (rainy, clean) = anlcl_batch(2, 2, 64);
+    let probe = t
+        .probe_gradients(Batch::Anlcl {
+            rainy: &rainy,
+            clean: &clean,
+        })
+        .unwrap();
+    assert_frozen(&probe.generator_phase, "heads_loc");
+    assert_learns(&probe.generator_phase, "heads_layer");
+    let r = t.step_anlcl(&rainy, &clean).unwrap();
+    assert!(r.loss.location.is_none() && r.loss.asymmetric.is_none());
+    assert!(r.time.loss.location.is_none());
+    assert!(r.loss.layer_contrastive.is_some() && r.loss.consistency.is_some());
+
+    // Without the adversarial term there is no discriminator step at all.
+    cfg.loss.adversarial = 0.0;
+    let mut t = Trainer::new(&cfg).unwrap();
+    let r = t.step_anlcl(&rainy, &clean).unwrap();
+    assert!(r.discriminator.is_none() && r.loss.adversarial.is_none());
+}
+
+#[test]
+fn pretrain_step_is_supervised_plus_adversarial() {
+    let cfg = tiny_config(small_resnet9());
+    let mut t = Trainer::new(&cfg).unwrap();
+    let (rainy, clean, rain) = pretrain_batch(3, 2, 64);
+    let probe = t
+        .probe_gradients(Batch::Pretrain {
+            rainy: &rainy,
+            clean: &clean,
+            rain: &rain,
+        })
+        .unwrap();
+    assert_learns(&probe.generator_phase, "gen_b");
+    assert_learns(&probe.generator_phase, "gen_r");
+    assert_frozen(&probe.generator_phase, "heads_loc");
+    assert_frozen(&probe.generator_phase, "heads_layer");
+
+    let first = t.step_pretrain(&rainy, &clean, &rain).unwrap();
+    assert!(first.loss.supervised_clean.is_some() && first.loss.supervised_rain.is_some());
+    assert!(first.loss.adversarial.is_some() && first.discriminator.is_some());
+    assert!(first.loss.consistency.is_none() && first.loss.layer_contrastive.is_none());
+    let mut last = first.clone();
+    for _ in 0..10 {
+        last = t.step_pretrain(&rainy, &clean, &rain).unwrap();
+    }
+    let sup = |r: &derain::train::StepReport| {
+        r.loss.supervised_clean.unwrap() + r.loss.supervised_rain.unwrap()
+    };
+    assert!(sup(&last) < sup(&first), "{} → {}", sup(&first), sup(&last));
+
+    // Mismatched pairs are an input error, not a panic.
+    let err = t
+        .step_pretrain(&rainy, &clean, &rain.narrow(0, 0, 1))
+        .unwrap_err();
+    assert!(err.to_string().contains("rain"), "{err}");
+}
+
+/// 30 steps lower the loss; saving at step 15, loading and continuing gives the parameters of
+/// the uninterrupted run.
+#[test]
+fn thirty_steps_lower_the_loss_and_resume_exactly() {
+    let cfg = tiny_config(small_resnet9());
+    let batches: Vec<_> = (0..3).map(|i| anlcl_batch(100 + i, 2, 64)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("step15.safetensors");
+
+    let mut a = Trainer::new(&cfg).unwrap();
+    let mut totals = Vec::new();
+    for step in 0..30 {
+        let (rainy, clean) = &batches[step % 3];
+        let r = a.step_anlcl(rainy, clean).unwrap();
+        assert_eq!(r.step, step as u64 + 1);
+        for v in [
+            r.loss.consistency,
+            r.loss.sparsity,
+            r.loss.adversarial,
+            r.loss.layer_contrastive,
+            r.loss.asymmetric,
+            r.loss.location,
+        ] {
+            assert!(v.is_some_and(f64::is_finite), "step {step}: {:?}", r.loss);
+        }
+        assert!(r.time.total > 0.0 && r.time.nonlocal > 0.0 && r.time.backward > 0.0);
+        totals.push(r.generator_total);
+        if step == 14 {
+            a.save(&ckpt).unwrap();
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (early, late) = (mean(&totals[..3]), mean(&totals[27..]));
+    assert!(late < early, "total loss did not fall: {totals:?}");
+
+    let mut b = Trainer::load(&ckpt, &cfg).unwrap();
+    assert_eq!(b.step_count(), 15);
+    for step in 15..30 {
+        let (rainy, clean) = &batches[step % 3];
+        b.step_anlcl(rainy, clean).unwrap();
+    }
+    let (pa, pb) = (parameters(&a), parameters(&b));
+    assert_eq!(pa.len(), pb.len());
+    let mut worst = (0.0, String::new());
+    for ((na, ta), (nb, tb)) in pa.iter().zip(&pb) {
+        assert_eq!(na, nb);
+        let d = (ta - tb).abs().max().double_value(&[]);
+        if d > worst.0 {
+            worst = (d, na.clone());
+        }
+    }
+    eprintln!(
+        "total loss {early:.4} → {late:.4}; resumed run differs by at most {:e}",
+        worst.0
+    );
+    eprintln!("totals: {totals:.3?}");
+    assert!(
+        worst.0 <= 1e-6,
+        "resumed run differs by {} at {}",
+        worst.0,
+        worst.1
+    );
+    // The parameters did move (the comparison is not vacuous).
+    let fresh = parameters(&Trainer::new(&cfg).unwrap());
+    let moved = pa
+        .iter()
+        .zip(&fresh)
+        .filter(|((_, x), (_, y))| !x.equal(y))
+        .count();
+    assert!(moved * 10 > pa.len() * 9, "{moved} of {} moved", pa.len());
+    assert!(a.networks()[0].1.parameter_count() > 0);
+}
+
+/// Crops too small for the sampler's patch counts fail before anything is updated.
+#[test]
+fn inputs_the_sampler_cannot_serve_fail_before_any_update() {
+    let mut cfg = tiny_config(small_resnet9());
+    cfg.sampler.rain_negatives = 256;
+    let mut t = Trainer::new(&cfg).unwrap();
+    let before = parameters(&t);
+    let (rainy, clean) = anlcl_batch(4, 2, 24);
+    let err = t.step_anlcl(&rainy, &clean).unwrap_err();
+    assert!(err.to_string().contains("only 81"), "{err}");
+    assert_eq!(t.step_count(), 0);
+    for ((n, a), (_, b)) in before.iter().zip(&parameters(&t)) {
+        assert!(a.equal(b), "{n} changed");
+    }
+    // Wrong shapes are input errors too.
+    let err = t.step_anlcl(&rainy.narrow(1, 0, 1), &clean).unwrap_err();
+    assert!(err.to_string().contains("channels"), "{err}");
+}
