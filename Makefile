@@ -13,7 +13,8 @@ DETECTOR ?= $(DATA)/models/yolox_nano_416.onnx
 PAIRS ?= $(DATA)/pairs/carla-dev
 PROVIDER ?= auto
 
-.PHONY: val-data setup build release train-build test lint demo bench eval-detect install uninstall clean
+.PHONY: val-data setup build release train-build test lint demo bench eval-detect soak latency fuzz \
+	install uninstall clean
 
 setup:
 	@./scripts/setup.sh
@@ -72,6 +73,41 @@ eval-detect: setup
 	@$(EVAL_DETECT) --check-inputs
 	$(CARGO) build --release --bin derain
 	@$(EVAL_DETECT)
+
+# Robustness suites (issue 8; README "Robustness suites"). Long, so not part of `make test`.
+# soak: live source, 10,000 frames, restarts, derain+detector: memory, descriptors, threads, p99.
+# `derain run` (phase 4) and its plugin come from the release build.
+soak: release
+	$(CARGO) bench -p gst-plugin-derain --bench soak
+
+# latency: live 30 fps with a model slower than the frame rate, drop-late and never.
+latency: setup
+	$(CARGO) bench -p gst-plugin-derain --bench latency
+
+# fuzz: each cargo-fuzz target for FUZZ_SECONDS (nightly and cargo-fuzz installed when missing).
+# New inputs go to fuzz/corpus/ (not committed); crashes to fuzz/artifacts/<target>/: copy each
+# into fuzz/regressions/<target>/ once fixed, and `make test` replays it from then on.
+FUZZ_SECONDS ?= 180
+FUZZ_TARGETS ?= model_card onnx_model frame_conversion detector_output footage_image footage_video
+FUZZ_FLAGS := --sanitizer none --debug-assertions
+fuzz: setup
+	@rustup run nightly rustc --version > /dev/null 2>&1 || rustup toolchain install nightly --profile minimal
+	@cargo +nightly fuzz --version > /dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && cargo +nightly fuzz build $(FUZZ_FLAGS)
+	@mkdir -p fuzz/logs; failed=""; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t; \
+	  timeout=10; [ $$t = footage_video ] && timeout=90; \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s (log: fuzz/logs/$$t.log)"; \
+	  if (cd fuzz && cargo +nightly fuzz run $(FUZZ_FLAGS) $$t corpus/$$t seeds/$$t -- \
+	      -max_total_time=$(FUZZ_SECONDS) -timeout=$$timeout -rss_limit_mb=4096 \
+	      -print_final_stats=1) > fuzz/logs/$$t.log 2>&1; then \
+	    grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb|stat::new_units_added)' fuzz/logs/$$t.log; \
+	  else \
+	    tail -n 40 fuzz/logs/$$t.log; failed="$$failed $$t"; \
+	  fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: crashes in:$$failed (see fuzz/artifacts/)"; exit 1; fi; \
+	echo "fuzz: no crash, abort or hang in $(FUZZ_TARGETS)"
 
 install: release
 	install -d $(PREFIX_BIN) $(GST_USER_PLUGINS) $(DERAIN_LIB)

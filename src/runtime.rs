@@ -5,6 +5,7 @@
 //! machine with the plain `onnxruntime` library and on a GPU host with `onnxruntime-gpu`.
 
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -229,7 +230,8 @@ pub fn open_sessions() -> usize {
 /// An ONNX Runtime session on the provider that really runs it, counted in [`open_sessions`]
 /// while alive. [`Generator`] and the detection stage's `Detector` are both built on it.
 pub struct OpenSession {
-    session: Session,
+    /// Dropped by hand in `Drop`, so freed memory can be handed back after it is gone.
+    session: ManuallyDrop<Session>,
     provider: Provider,
 }
 
@@ -243,7 +245,25 @@ impl fmt::Debug for OpenSession {
 
 impl Drop for OpenSession {
     fn drop(&mut self) {
+        // SAFETY: the session is dropped exactly once, here, and never used again.
+        unsafe { ManuallyDrop::drop(&mut self.session) };
         OPEN_SESSIONS.fetch_sub(1, Ordering::SeqCst);
+        release_freed_memory();
+    }
+}
+
+/// Hands memory freed by a closed session back to the operating system.
+///
+/// A session's CPU arena (several MB) is allocated by whichever thread first runs it, and glibc
+/// serves each thread from its own malloc arena and keeps what is freed there. A pipeline that
+/// restarts gets new streaming threads, so every restart left one more arena holding a dead
+/// session's memory: resident memory rose by about 70 MB over 300 restarts on two cores (up to
+/// 8 arenas per core), though nothing leaked. `malloc_trim` returns the free pages of all arenas.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it is thread-safe and has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -279,7 +299,10 @@ impl OpenSession {
                         options.provider
                     );
                     OPEN_SESSIONS.fetch_add(1, Ordering::SeqCst);
-                    return Ok(Self { session, provider });
+                    return Ok(Self {
+                        session: ManuallyDrop::new(session),
+                        provider,
+                    });
                 }
                 Err(e) if options.provider == Provider::Auto && provider != Provider::Cpu => {
                     log::info!("provider auto: {provider} not used ({e}); trying the next");

@@ -19,6 +19,8 @@ use crate::runtime::{OpenSession, Provider, RuntimeError, SessionOptions};
 
 /// The input size used when the model leaves H and W dynamic and none is given.
 pub const DEFAULT_INPUT_SIZE: usize = 640;
+/// The largest input side accepted (detectors run at 320 to 1280).
+pub const MAX_INPUT_SIDE: usize = 8192;
 
 /// Choices that override what the detector's shape and layout imply; `None` means "as the model
 /// and its layout say".
@@ -165,6 +167,12 @@ impl Detector {
         };
         if input_h == 0 || input_w == 0 {
             return Err(model_err("was given an empty input size".into()));
+        }
+        // A corrupt file can declare any size; the input tensor is allocated from it.
+        if input_h > MAX_INPUT_SIDE || input_w > MAX_INPUT_SIDE {
+            return Err(model_err(format!(
+                "declares a {input_w}x{input_h} input, larger than {MAX_INPUT_SIDE} on a side"
+            )));
         }
         let Some(output_name) = session
             .session()
@@ -579,6 +587,12 @@ mod tests {
             .detect(&ImageView::rgb(&px, 128, 64), &PostProcess::default())
             .expect_err("short buffer");
         assert!(err.to_string().contains("smaller"), "{err}");
+        // A file declaring an absurd input size is refused before anything is allocated for it
+        // (it used to overflow or abort on a 120 GB input tensor).
+        let huge = constant_detector(Some((100_000, 100_000)), &[1, G, 7], vec![0.0; G * 7]);
+        let err = Detector::from_bytes(&huge, "huge", &cpu(), &DetectorConfig::default())
+            .expect_err("absurd input size");
+        assert!(err.to_string().contains("100000x100000"), "{err}");
     }
 
     /// The shared YOLOX-Nano on the data README's still: both cars, at the reference boxes.

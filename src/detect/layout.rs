@@ -117,10 +117,11 @@ impl LayoutError {
 
 /// Grid cells over the strides 8, 16 and 32 for an `input_h`×`input_w` input: Σ ⌈H/s⌉·⌈W/s⌉.
 pub fn grid_points(input_h: usize, input_w: usize) -> usize {
-    STRIDES
-        .iter()
-        .map(|&s| input_h.div_ceil(s) * input_w.div_ceil(s))
-        .sum()
+    // Saturating: an absurd input size must give an impossible grid, not an overflow panic
+    // (found by fuzzing).
+    STRIDES.iter().fold(0, |sum: usize, &s| {
+        sum.saturating_add(input_h.div_ceil(s).saturating_mul(input_w.div_ceil(s)))
+    })
 }
 
 /// `[d1, d2]` of a `[1, d1, d2]` shape.
@@ -225,12 +226,12 @@ pub fn decode(
 ) -> Result<Vec<Detection>, LayoutError> {
     check_layout(layout, shape, input_h, input_w)?;
     let (d1, d2) = dims(shape).unwrap_or_default();
-    if data.len() != d1 * d2 {
+    if d1.checked_mul(d2) != Some(data.len()) {
         return Err(LayoutError::new(
             shape,
             input_h,
             input_w,
-            format!("came with {} values instead of {}", data.len(), d1 * d2),
+            format!("came with {} values instead of {d1}x{d2}", data.len()),
         ));
     }
     let mut out = Vec::new();

@@ -128,6 +128,9 @@ pub struct Letterbox {
 impl Letterbox {
     pub fn new(src_w: usize, src_h: usize, dst_w: usize, dst_h: usize, padding: Padding) -> Self {
         let (sw, sh) = (src_w.max(1), src_h.max(1));
+        // An empty input would underflow the centring below and leave `fill` no room (found by
+        // fuzzing; the detector itself refuses such models).
+        let (dst_w, dst_h) = (dst_w.max(1), dst_h.max(1));
         let scale = (dst_w as f64 / sw as f64).min(dst_h as f64 / sh as f64);
         let fit = |v: f64, max: usize| (v as usize).clamp(1, max.max(1));
         let (new_w, new_h, pad_x, pad_y) = match padding {

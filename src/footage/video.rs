@@ -16,6 +16,11 @@ use super::FootageError;
 /// hangs the reader: after [`STALL_LIMIT`] without any frame or message the source is abandoned).
 const PULL_POLL: gst::ClockTime = gst::ClockTime::from_mseconds(200);
 const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The first frame gets less: decodebin can lose a demuxer's error while it is still choosing
+/// elements (found by fuzzing: a Matroska file cut inside its header, read after another file in
+/// the same process, left the pipeline waiting in preroll with no message at all), and a real
+/// first frame takes well under a second to decode.
+const FIRST_FRAME_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Initialises GStreamer once per process; the error is kept for every later caller.
 pub(crate) fn init_gst() -> Result<(), FootageError> {
@@ -41,6 +46,8 @@ pub struct VideoReader {
     pipeline: gst::Pipeline,
     sink: AppSink,
     finished: bool,
+    /// Whether a frame has been handed out yet.
+    got_frame: bool,
     /// End time (pts + duration, ns) of the last frame handed out.
     last_end: Option<u64>,
     frame_ns: Option<u64>,
@@ -90,6 +97,7 @@ impl VideoReader {
             pipeline,
             sink,
             finished: false,
+            got_frame: false,
             last_end: None,
             frame_ns: None,
         };
@@ -117,6 +125,7 @@ impl VideoReader {
                     self.last_end = Some(pts + frame.duration.unwrap_or(0));
                 }
                 self.frame_ns = self.frame_ns.or(frame.duration);
+                self.got_frame = true;
                 return Ok(Some(frame));
             }
             if let Some(e) = self.bus_error() {
@@ -127,11 +136,16 @@ impl VideoReader {
                 self.finished = true;
                 return self.check_complete().map(|()| None);
             }
-            if started.elapsed() > STALL_LIMIT {
+            let limit = if !self.got_frame {
+                FIRST_FRAME_LIMIT
+            } else {
+                STALL_LIMIT
+            };
+            if started.elapsed() > limit {
                 self.finished = true;
                 return Err(FootageError::Decode {
                     path: self.path.clone(),
-                    reason: format!("no frame and no error for {} s", STALL_LIMIT.as_secs()),
+                    reason: format!("no frame and no error for {} s", limit.as_secs()),
                 });
             }
         }

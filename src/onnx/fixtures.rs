@@ -82,6 +82,44 @@ pub fn small_conv(seed: u64) -> Vec<u8> {
     bytes(g, &card)
 }
 
+/// Hidden channels of [`slow_conv`].
+pub const SLOW_CONV_CHANNELS: usize = 32;
+
+/// A deliberately slow generator for latency tests: `clean = rainy + conv(relu(conv(...)))` with
+/// `layers` stacked 3x3 convolutions of [`SLOW_CONV_CHANNELS`] channels between a 3->C and a C->3
+/// convolution, seeded random weights. Its cost grows linearly with `layers`
+/// (9·C² MACs per pixel each: about 0.7 GMAC per layer on a 320x240 frame; on one core of the
+/// 2-core development VM about 14 ms per layer plus 16 ms, so 6 layers take about 100 ms).
+pub fn slow_conv(layers: usize, seed: u64) -> Vec<u8> {
+    const C: usize = SLOW_CONV_CHANNELS;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut g, x) = contract_graph("slow_conv");
+    let b_in = 1.0 / ((3 * 9) as f32).sqrt();
+    let w = uniform(&mut rng, C * 3 * 9, b_in);
+    let b = uniform(&mut rng, C, b_in);
+    let mut h = g.conv2d(&x, "conv_in", 3, C, 3, 1, 1, &w, &b);
+    h = g.relu(&h);
+    // He-like scale keeps activations from exploding or vanishing however deep the stack is.
+    let b_mid = (2.0 / (C * 9) as f32).sqrt();
+    for i in 0..layers {
+        let w = uniform(&mut rng, C * C * 9, b_mid);
+        let b = vec![0.0; C];
+        h = g.conv2d(&h, &format!("conv{i}"), C, C, 3, 1, 1, &w, &b);
+        h = g.relu(&h);
+    }
+    let b_out = 0.1 / ((C * 9) as f32).sqrt();
+    let w = uniform(&mut rng, 3 * C * 9, b_out);
+    let b = uniform(&mut rng, 3, b_out);
+    let r = g.conv2d(&h, "conv_out", C, 3, 3, 1, 1, &w, &b);
+    g.node("Add", &[&x, &r], &[OUTPUT_NAME], vec![]);
+    let mut card = ModelCard::new("slow_conv");
+    card.architecture = format!("x + conv3x3 stack (3->{C}, {layers}x {C}->{C}, {C}->3)");
+    card.parameters = g.parameter_count();
+    card.gmac_per_megapixel = (9 * (3 * C + layers * C * C + C * 3)) as f64 / 1000.0;
+    card.training = serde_json::json!({ "init": "random", "seed": seed });
+    bytes(g, &card)
+}
+
 /// The interface of a [`custom_io`] model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FixtureIo {
@@ -222,6 +260,7 @@ mod tests {
             (identity(4), "identity"),
             (affine([1.0; 3], [0.0; 3]), "affine"),
             (small_conv(1), "small_conv"),
+            (slow_conv(2, 1), "slow_conv"),
         ] {
             let m = parse(&bytes);
             assert_eq!(m.opset_import[0].version, 17);
@@ -320,6 +359,25 @@ mod tests {
         assert_eq!(out_shape, shape);
         assert!(y.iter().all(|v| v.is_finite()));
         assert!(y != x, "the residual branch changes the image");
+    }
+
+    #[test]
+    fn slow_conv_keeps_shape_and_range() {
+        assert_eq!(slow_conv(3, 5), slow_conv(3, 5));
+        let Some(mut s) = ort_session(&slow_conv(3, 5)) else {
+            return;
+        };
+        let shape = [1usize, 3, 8, 11];
+        let x = pattern(shape.iter().product());
+        let (out_shape, y) = run_f32(&mut s, shape, &x);
+        assert_eq!(out_shape, shape);
+        // A small residual: the output stays an image, not noise.
+        let worst = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(worst.is_finite() && worst < 0.5, "residual {worst}");
     }
 
     #[test]

@@ -57,6 +57,7 @@ fn gst_inspect_lists_every_property_with_a_blurb() {
         "frames-processed",
         "frames-dropped",
         "frames-passed",
+        "frames-late",
         "inference-mean-ms",
         "inference-p99-ms",
         "latency",

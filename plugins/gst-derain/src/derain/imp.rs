@@ -26,6 +26,7 @@ use derain::frame::{self, FrameLayout, PixelFormat, YuvColorimetry, YuvMatrix};
 use derain::model::Model;
 use derain::runtime::{self, Generator, SessionOptions};
 
+use super::latency::LatencyEstimate;
 use super::{DropPolicy, Provider, RAIN_META_NAME};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -42,6 +43,10 @@ const MAX_THREADS: u32 = 1024;
 const MAX_DEVICE_ID: i32 = 63;
 /// Inference times kept for the p99 statistic.
 const TIMING_WINDOW: usize = 1000;
+/// The largest frame taken, in pixels (after padding): 8192x8192. The float tensor alone costs
+/// 12 bytes a pixel (800 MB here); caps beyond this come from corrupt streams, not cameras, and
+/// allocating for them would abort the process.
+const MAX_PIXELS: usize = 8192 * 8192;
 /// The rain level samples every n-th row and column: plenty for a mean, and cheap.
 const RAIN_LEVEL_STEP: usize = 4;
 
@@ -134,12 +139,25 @@ struct Stats {
     frames_processed: u64,
     frames_dropped: u64,
     frames_passed: u64,
+    /// Live frames older than max-lateness that were processed anyway (drop-policy=never).
+    frames_late: u64,
+    /// Whether the bus has been warned that processing cannot keep up (once per start).
+    warned_late: bool,
     active_provider: String,
-    /// Seconds per processed frame (conversion and inference), the last TIMING_WINDOW of them.
+    /// Seconds per processed frame (conversion and inference), the last TIMING_WINDOW of them at
+    /// the current frame size.
     times: VecDeque<f64>,
     time_sum: f64,
     time_count: u64,
-    /// The processing delay answered to LATENCY queries.
+    /// The processing delay (p99 with hysteresis, see `latency.rs`).
+    estimate: LatencyEstimate,
+    /// Between `start()` and `stop()`.
+    running: bool,
+    /// Whether upstream answered the last LATENCY query as live.
+    live: bool,
+    /// What this element adds to LATENCY queries: the processing delay, plus max-lateness in a
+    /// live pipeline that drops or passes late frames (a frame may arrive that late and still be
+    /// processed).
     latency: gst::ClockTime,
     last_rain_level: f64,
     last_post: Option<Instant>,
@@ -163,6 +181,11 @@ impl Stats {
         }
     }
 
+    /// Forgets the timings, which describe another frame size after a caps change.
+    fn clear_times(&mut self) {
+        self.times.clear();
+    }
+
     fn p99_ms(&self) -> f64 {
         if self.times.is_empty() {
             return 0.0;
@@ -180,12 +203,27 @@ impl Stats {
             .field("frames-processed", self.frames_processed)
             .field("frames-dropped", self.frames_dropped)
             .field("frames-passed", self.frames_passed)
+            .field("frames-late", self.frames_late)
             .field("inference-mean-ms", self.mean_ms())
             .field("inference-p99-ms", self.p99_ms())
             .field("latency-ms", self.latency.nseconds() as f64 / 1e6)
             .field("rain-level", self.last_rain_level)
             .field("active-provider", self.active_provider.as_str())
             .build()
+    }
+
+    /// Recomputes what LATENCY queries are answered with; returns whether it changed.
+    fn refresh_latency(&mut self, policy: DropPolicy, max_lateness: gst::ClockTime) -> bool {
+        let processing = gst::ClockTime::from_nseconds(self.estimate.get().as_nanos() as u64);
+        let waiting = if self.live && policy != DropPolicy::Never {
+            max_lateness
+        } else {
+            gst::ClockTime::ZERO
+        };
+        let latency = processing + waiting;
+        let changed = latency != self.latency;
+        self.latency = latency;
+        changed
     }
 }
 
@@ -289,27 +327,25 @@ impl Derain {
         Ok((model, generator))
     }
 
-    /// Whether `buf` is already older than `max_lateness` on a live pipeline.
-    fn is_late(&self, buf: &gst::BufferRef, live: bool, max_lateness: gst::ClockTime) -> bool {
-        if !live {
-            return false;
-        }
+    /// How long after its running time `buf` reaches this element (live pipelines only): the
+    /// delay it has gathered upstream, our own earlier frames included.
+    fn input_age(&self, buf: &gst::BufferRef) -> Option<gst::ClockTime> {
         let obj = self.obj();
-        let (Some(clock), Some(base)) = (obj.clock(), obj.base_time()) else {
-            return false;
-        };
+        let (clock, base) = (obj.clock()?, obj.base_time()?);
         let segment = obj.segment();
-        let Some(segment) = segment.downcast_ref::<gst::ClockTime>() else {
-            return false;
-        };
-        let Some(rt) = segment.to_running_time(buf.pts()) else {
-            return false;
-        };
-        let now = clock.time();
-        match now.checked_sub(base).and_then(|n| n.checked_sub(rt)) {
-            Some(age) => age > max_lateness,
-            None => false,
-        }
+        let running_time = segment
+            .downcast_ref::<gst::ClockTime>()?
+            .to_running_time(buf.pts())?;
+        clock.time().checked_sub(base)?.checked_sub(running_time)
+    }
+
+    /// The drop policy and max-lateness, as set now.
+    fn lateness_settings(&self) -> (DropPolicy, gst::ClockTime) {
+        let s = lock(&self.settings);
+        (
+            s.drop_policy,
+            gst::ClockTime::from_mseconds(s.max_lateness_ms.max(1).into()),
+        )
     }
 
     fn upstream_is_live(&self) -> bool {
@@ -400,35 +436,62 @@ impl Derain {
         }
     }
 
-    /// Updates the latency we answer with; tells the pipeline when it moved noticeably.
-    fn update_latency(&self, stats: &mut Stats) -> bool {
-        let p99 = gst::ClockTime::from_nseconds((stats.p99_ms() * 1e6) as u64);
-        let old = stats.latency;
-        let diff = p99.nseconds().abs_diff(old.nseconds());
-        // Hysteresis: re-announce only on a change of over 20% and 1 ms.
-        if diff > old.nseconds() / 5 && diff > 1_000_000 {
-            stats.latency = p99;
-            return true;
-        }
-        false
+    /// Asks the pipeline to query and redistribute latency again: upstream (sources, queues) and
+    /// downstream (synchronised sinks) learn our new delay from the LATENCY event that follows.
+    fn announce_latency(&self) {
+        gst::debug!(
+            CAT,
+            imp = self,
+            "latency now {}, asking for a recalculation",
+            lock(&self.stats).latency
+        );
+        // Posting fails only without a bus (element outside a pipeline): nobody to tell.
+        let _ = self
+            .obj()
+            .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
     }
 
-    fn maybe_post_stats(&self, stats: &mut Stats, interval_ms: u32) {
-        if interval_ms == 0 {
+    /// A live frame processed although it is `age` old (drop-policy=never): counted, and the first
+    /// one per run explained on the bus, since latency now grows with every frame.
+    fn note_late_frame(&self, age: gst::ClockTime, max_lateness: gst::ClockTime) {
+        let mut stats = lock(&self.stats);
+        stats.frames_late += 1;
+        if std::mem::replace(&mut stats.warned_late, true) {
             return;
+        }
+        let p99 = stats.p99_ms();
+        drop(stats);
+        gst::element_imp_warning!(
+            self,
+            gst::CoreError::Clock,
+            [
+                "A frame arrived {} ms late (max-lateness {} ms) and drop-policy=never processes it anyway: inference (p99 {:.1} ms a frame) cannot keep up with this live stream, so latency will keep growing. Set drop-policy=drop-late (or pass-late) to bound it; frames-late counts such frames.",
+                age.mseconds(),
+                max_lateness.mseconds(),
+                p99
+            ]
+        );
+    }
+
+    /// The statistics message, when one is due. Posted by the caller after releasing the stats
+    /// lock: a bus sync handler runs inside `post_message` and may read our properties.
+    fn stats_message_due(&self, stats: &mut Stats, interval_ms: u32) -> Option<gst::Message> {
+        if interval_ms == 0 {
+            return None;
         }
         let now = Instant::now();
         let due = stats
             .last_post
             .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(interval_ms.into()));
-        if due {
-            stats.last_post = Some(now);
-            let msg = gst::message::Element::builder(stats.to_structure())
-                .src(&*self.obj())
-                .build();
-            // Posting fails only without a bus (element outside a pipeline): nothing to tell.
-            let _ = self.obj().post_message(msg);
+        if !due {
+            return None;
         }
+        stats.last_post = Some(now);
+        Some(
+            gst::message::Element::builder(stats.to_structure())
+                .src(&*self.obj())
+                .build(),
+        )
     }
 }
 
@@ -533,6 +596,11 @@ impl ObjectImpl for Derain {
                     .blurb("Late frames pushed unprocessed (drop-policy=pass-late) since start")
                     .read_only()
                     .build(),
+                glib::ParamSpecUInt64::builder("frames-late")
+                    .nick("Late frames processed")
+                    .blurb("Live frames older than max-lateness processed anyway (drop-policy=never) since start; when it grows, latency grows: consider drop-late")
+                    .read_only()
+                    .build(),
                 glib::ParamSpecDouble::builder("inference-mean-ms")
                     .nick("Mean processing time (ms)")
                     .blurb("Mean time per processed frame, conversion and inference, since start")
@@ -595,6 +663,20 @@ impl ObjectImpl for Derain {
             "rain-level" => s.rain_level = value.get().unwrap_or(true),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
+        if matches!(pspec.name(), "drop-policy" | "max-lateness") {
+            // While running in a live pipeline these change what we add to the latency.
+            drop(s);
+            let (policy, max_lateness) = self.lateness_settings();
+            // Not the state lock: it is held across inference, and this may run in a bus sync
+            // handler inside the streaming thread.
+            let changed = {
+                let mut stats = lock(&self.stats);
+                stats.running && stats.refresh_latency(policy, max_lateness)
+            };
+            if changed {
+                self.announce_latency();
+            }
+        }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
@@ -619,6 +701,7 @@ impl ObjectImpl for Derain {
                     "frames-processed" => st.frames_processed.to_value(),
                     "frames-dropped" => st.frames_dropped.to_value(),
                     "frames-passed" => st.frames_passed.to_value(),
+                    "frames-late" => st.frames_late.to_value(),
                     "inference-mean-ms" => st.mean_ms().to_value(),
                     "inference-p99-ms" => st.p99_ms().to_value(),
                     "latency" => st.latency.nseconds().to_value(),
@@ -678,6 +761,7 @@ impl BaseTransformImpl for Derain {
         {
             let mut stats = lock(&self.stats);
             *stats = Stats::default();
+            stats.running = true;
             stats.active_provider = generator.provider().to_string();
         }
         *lock(&self.state) = Some(State {
@@ -696,6 +780,7 @@ impl BaseTransformImpl for Derain {
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         // Dropping the state closes the ONNX Runtime session.
         *lock(&self.state) = None;
+        lock(&self.stats).running = false;
         Ok(())
     }
 
@@ -711,11 +796,17 @@ impl BaseTransformImpl for Derain {
                 return false;
             }
             let (live, min, max) = upstream.result();
-            let ours = lock(&self.stats).latency;
+            let (policy, max_lateness) = self.lateness_settings();
+            let ours = {
+                let mut stats = lock(&self.stats);
+                stats.live = live;
+                stats.refresh_latency(policy, max_lateness);
+                stats.latency
+            };
             gst::debug!(
                 CAT,
                 imp = self,
-                "adding our latency {ours} to upstream {min}"
+                "adding our latency {ours} to upstream {min} (live: {live})"
             );
             q.set(live, min + ours, max.map(|m| m + ours));
             return true;
@@ -741,30 +832,44 @@ impl BaseTransformImpl for Derain {
         let state = state_guard.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
         lock(&self.stats).frames_in += 1;
 
-        if policy != DropPolicy::Never {
-            let live = *state.live.get_or_insert_with(|| self.upstream_is_live());
-            if self.is_late(inbuf.as_ref(), live, max_lateness) {
-                let mut stats = lock(&self.stats);
-                if policy == DropPolicy::DropLate {
-                    stats.frames_dropped += 1;
+        let live = match state.live {
+            Some(live) => live,
+            None => {
+                let live = self.upstream_is_live();
+                state.live = Some(live);
+                lock(&self.stats).live = live;
+                live
+            }
+        };
+        let age = if live {
+            self.input_age(inbuf.as_ref())
+        } else {
+            None
+        };
+        if let Some(age) = age.filter(|a| *a > max_lateness) {
+            match policy {
+                DropPolicy::DropLate => {
+                    lock(&self.stats).frames_dropped += 1;
                     gst::debug!(
                         CAT,
                         imp = self,
-                        "dropping late frame {}",
+                        "dropping frame {} ({age} late)",
                         inbuf.pts().display()
                     );
                     return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
                 }
-                stats.frames_passed += 1;
-                drop(stats);
-                copy_frame(state, inbuf, outbuf)?;
-                return Ok(gst::FlowSuccess::Ok);
+                DropPolicy::PassLate => {
+                    lock(&self.stats).frames_passed += 1;
+                    copy_frame(state, inbuf, outbuf)?;
+                    return Ok(gst::FlowSuccess::Ok);
+                }
+                DropPolicy::Never => self.note_late_frame(age, max_lateness),
             }
         }
 
         let started = Instant::now();
         let level = self.process(state, inbuf, outbuf, want_level)?;
-        let elapsed = started.elapsed().as_secs_f64();
+        let elapsed = started.elapsed();
         drop(state_guard);
 
         if want_level && let Ok(mut meta) = gst::meta::CustomMeta::add(outbuf, RAIN_META_NAME) {
@@ -773,19 +878,19 @@ impl BaseTransformImpl for Derain {
         let mut stats = lock(&self.stats);
         stats.frames_processed += 1;
         stats.last_rain_level = level;
-        stats.record(elapsed);
-        let latency_changed = self.update_latency(&mut stats);
-        self.maybe_post_stats(&mut stats, interval);
+        stats.record(elapsed.as_secs_f64());
+        let p99 = Duration::from_secs_f64(stats.p99_ms() / 1e3);
+        let samples = stats.times.len();
+        let moved = stats.estimate.observe(p99, samples, Instant::now())
+            && stats.refresh_latency(policy, max_lateness);
+        let message = self.stats_message_due(&mut stats, interval);
         drop(stats);
-        if latency_changed {
-            gst::debug!(
-                CAT,
-                imp = self,
-                "processing delay changed, asking for a latency update"
-            );
-            let _ = self
-                .obj()
-                .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+        if let Some(message) = message {
+            // Fails only without a bus (element outside a pipeline): nobody to tell.
+            let _ = self.obj().post_message(message);
+        }
+        if moved {
+            self.announce_latency();
         }
         Ok(gst::FlowSuccess::Ok)
     }
@@ -854,10 +959,43 @@ impl VideoFilterImpl for Derain {
         let padded = frame::padded_size(height, width, multiple_of);
         let mut layout = FrameLayout::packed(format, width, height);
         layout.colorimetry = colorimetry(in_info);
+        let Some(floats) = padded
+            .0
+            .checked_mul(padded.1)
+            .filter(|&p| p <= MAX_PIXELS)
+            .map(|p| 3 * p)
+        else {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                [
+                    "{width}x{height} frames are larger than this element takes (at most {} megapixels, e.g. 8192x8192)",
+                    MAX_PIXELS / 1_000_000
+                ]
+            );
+            return Err(gst::loggable_error!(
+                CAT,
+                "frame size {width}x{height} too large"
+            ));
+        };
+        state.tensor.clear();
+        if state.tensor.try_reserve_exact(floats).is_err() {
+            gst::element_imp_error!(
+                self,
+                gst::ResourceError::NoSpaceLeft,
+                [
+                    "cannot allocate the {width}x{height} frame's tensor ({} MB)",
+                    (floats * 4) >> 20
+                ]
+            );
+            return Err(gst::loggable_error!(
+                CAT,
+                "out of memory for {width}x{height}"
+            ));
+        }
+        state.tensor.resize(floats, 0.0);
         let resized = state.padded != padded;
         state.padded = padded;
-        state.tensor.clear();
-        state.tensor.resize(3 * padded.0 * padded.1, 0.0);
         state.has_alpha = matches!(
             format,
             PixelFormat::Rgba | PixelFormat::Bgra | PixelFormat::Argb | PixelFormat::Abgr
@@ -891,12 +1029,16 @@ impl VideoFilterImpl for Derain {
             }
             let elapsed = started.elapsed();
             drop(guard);
+            let (policy, max_lateness) = self.lateness_settings();
             let mut stats = lock(&self.stats);
-            stats.latency = gst::ClockTime::from_nseconds(elapsed.as_nanos() as u64);
+            // Timings at the old size say nothing about this one.
+            stats.clear_times();
+            let moved = stats.estimate.warm_up(elapsed, Instant::now())
+                && stats.refresh_latency(policy, max_lateness);
             drop(stats);
-            let _ = self
-                .obj()
-                .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+            if moved {
+                self.announce_latency();
+            }
         }
         Ok(())
     }

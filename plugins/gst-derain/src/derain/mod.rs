@@ -5,6 +5,7 @@ use gst::prelude::*;
 
 mod defaults;
 mod imp;
+mod latency;
 
 /// Name of the per-frame custom meta carrying the rain level (`rain-level`, a double: the mean
 /// absolute difference between input and output in [0,1]).
