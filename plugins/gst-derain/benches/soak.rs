@@ -314,7 +314,10 @@ fn soak_derain_run(c: &mut Checks, model: &str, frames_in: u64) {
     let child = match child {
         Ok(c) => c,
         Err(e) => {
-            c.check(false, format!("phase 4: cannot start {}: {e}", bin.display()));
+            c.check(
+                false,
+                format!("phase 4: cannot start {}: {e}", bin.display()),
+            );
             return;
         }
     };
