@@ -1,17 +1,25 @@
-//! Soak (issue 8): hours-in-a-vehicle behaviour, compressed. Three phases, each on a live source:
+//! Soak (issue 8): hours-in-a-vehicle behaviour, compressed. Four phases, each on a live source:
 //!
 //! 1. `derain` alone for SOAK_FRAMES frames (default 10,000) of 320x240 I420 from a live
 //!    `videotestsrc` at SOAK_FPS (default 60, so 10,000 frames take under three minutes; the
 //!    element cannot tell a fast live source from a slow one). After a warm-up of 500 frames,
 //!    resident memory may grow by at most 5 MB, file descriptors and threads not at all, and the
 //!    p99 of the element's processing latency and of the end-to-end latency (clock time minus the
-//!    frame's running time, where frames leave `derain`) over the last 1000 frames must be within
-//!    10% of the first 1000 after the warm-up.
-//! 2. SOAK_RESTARTS (default 300) NULL -> PLAYING -> NULL cycles with frames flowing each time:
-//!    after 30 warm-up cycles, memory within 5 MB, no descriptor, thread or session leaked.
+//!    frame's running time, where frames leave `derain`) over the last 1000 frames may be at
+//!    most 10% above the first 1000 after the warm-up (a fall is printed, not judged).
+//! 2. SOAK_RESTARTS (default 1000) NULL -> PLAYING -> NULL cycles with frames flowing each time:
+//!    memory may grow by at most 5 MB over the second half of the cycles (a leak of 10 kB a cycle
+//!    would fail it), no descriptor, thread or session leaked. Growth since cycle 30 is printed
+//!    too but not judged: each cycle's new streaming threads may each open another glibc malloc
+//!    arena (up to 8 per core), and every arena keeps a few MB of freed memory. On 2 cores that
+//!    is two steps of about 7 MB (near cycles 125 and 275), then flat for a thousand cycles;
+//!    with `MALLOC_ARENA_MAX=1` the same run grows by 0.8 MB in 600 cycles.
 //! 3. `derain ! yolodetect` with the shared YOLOX-Nano (skipped when ../shared/data is absent)
 //!    for SOAK_DETECT_FRAMES (default 2000) frames at 15 fps: the same memory, descriptor and
-//!    thread checks. (The `derain run` command does not exist yet; this is its pipeline.)
+//!    thread checks.
+//! 4. `derain run` (the in-vehicle runner, with the detector) as its own process for SOAK_FRAMES
+//!    frames in at 60 fps, sampled from outside: memory, descriptors and threads after warm-up,
+//!    then Ctrl-C must end it cleanly.
 //!
 //!   cargo bench -p gst-plugin-derain --bench soak          (or: make soak)
 //!
@@ -246,11 +254,14 @@ fn flat(c: &mut Checks, what: &str, values: &[f64], warm_up: usize) {
     let first = percentile(&values[warm_up..warm_up + 1000], 0.99);
     let last = percentile(&values[values.len() - 1000..], 0.99);
     let change = (last - first) / first * 100.0;
+    // Growth is the failure (latency creeping up over hours); a p99 that falls is reported but
+    // passes: on a shared 2-core machine the first thousand frames' p99 moves by ±15% with
+    // whatever else runs.
     c.check(
-        change.abs() <= 10.0,
+        change <= 10.0,
         format!(
             "{what} p99: first 1000 frames {first:.2} ms, last 1000 {last:.2} ms ({change:+.1}%, \
-             within 10%)"
+             at most +10%)"
         ),
     );
 }
@@ -369,7 +380,7 @@ fn main() {
     gstderain::plugin_register_static().expect("plugin");
     let frames: u64 = env_or("SOAK_FRAMES", 10_000);
     let fps: u32 = env_or("SOAK_FPS", 60);
-    let restarts: usize = env_or("SOAK_RESTARTS", 300);
+    let restarts: usize = env_or("SOAK_RESTARTS", 1000);
     let detect_frames: u64 = env_or("SOAK_DETECT_FRAMES", 2000);
     let run_frames_in: u64 = env_or("SOAK_RUN_FRAMES", 10_000);
     let phases: String = env_or("SOAK_PHASES", "1,2,3,4".to_string());
@@ -434,10 +445,14 @@ fn main() {
         let bus = pipeline.bus().expect("bus");
         let sessions = derain::runtime::open_sessions();
         let mut before = usage();
+        let mut middle = usage();
         let started = Instant::now();
         for i in 0..restarts {
             if i == 30.min(restarts / 2) {
                 before = usage();
+            }
+            if i == restarts / 2 {
+                middle = usage();
             }
             pipeline.set_state(gst::State::Playing).expect("PLAYING");
             let t0 = Instant::now();
@@ -458,10 +473,17 @@ fn main() {
         }
         let after = usage();
         println!(
-            "  {restarts} cycles in {:.1} s; after 30: {before}; at the end: {after}",
-            started.elapsed().as_secs_f64()
+            "  {restarts} cycles in {:.1} s; after 30: {before}; at cycle {}: {middle}; at the \
+             end: {after}",
+            started.elapsed().as_secs_f64(),
+            restarts / 2
         );
-        c.no_leaks(before, after);
+        println!(
+            "  since cycle 30: {:+.2} MB (glibc arenas filling, not judged; see the header)",
+            (after.rss_kb as f64 - before.rss_kb as f64) / 1024.0
+        );
+        println!("  over the second half:");
+        c.no_leaks(middle, after);
         c.check(
             derain::runtime::open_sessions() == sessions,
             "no ONNX Runtime session left open".into(),
