@@ -157,6 +157,32 @@ fn file_through_identity_model_counts_every_frame() {
 }
 
 #[test]
+fn no_model_runs_the_embedded_default() {
+    require_plugin();
+    if !have_ort() {
+        return;
+    }
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    if !models.join("derain-lite.onnx").is_file() && !models.join("derain-r9.onnx").is_file() {
+        eprintln!(
+            "skipped: no model in models/, so the element embeds no default (see the error case in missing_model_and_misused_options_are_explained)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path();
+    let input = clip(d, 6, 160, 96);
+    let out = d.join("out.mp4");
+    let o = derain(
+        d,
+        &["run", p(&input), "--provider", "cpu", "--output", p(&out)],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(frame_counts(&String::from_utf8_lossy(&o.stdout)), (6, 6, 0));
+    assert_eq!(decode_all(&out), 6);
+}
+
+#[test]
 fn detector_boxes_reach_the_json_lines() {
     require_plugin();
     let (Some(detector), Some(still)) = (
@@ -420,7 +446,6 @@ fn missing_model_and_misused_options_are_explained() {
     let d = dir.path();
     let input = clip(d, 2, 64, 64);
     let mut cases: Vec<(&[&str], &str)> = vec![
-        (&[], "no deraining model: pass --model"),
         (&["--model", "nope.onnx"], "model nope.onnx does not exist"),
         (&["--no-derain", "--json", "x.jsonl"], "needs --detector"),
         (
@@ -428,6 +453,11 @@ fn missing_model_and_misused_options_are_explained() {
             "detector nope.onnx does not exist",
         ),
     ];
+    // No --model: the element's embedded default, or, in a build that embeds none, its error.
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    if !models.join("derain-lite.onnx").is_file() && !models.join("derain-r9.onnx").is_file() {
+        cases.push((&[], "embeds no default model"));
+    }
     // Without a display (and, as on CI machines, no KMS device) --display is refused up front.
     if !Path::new("/dev/dri").exists() {
         cases.push((&["--no-derain", "--display"], "--display: no display"));
