@@ -65,6 +65,10 @@ bench: release
 	$(CARGO) bench --bench footage --no-run
 	taskset -c 0 $(CARGO) bench --bench footage
 	$(CARGO) bench -p gst-plugin-derain --bench element
+	# The shipped models through the element (goal for derain-lite: 30 fps at 640x360, 10 at 1280x720).
+	@for m in models/derain-lite.onnx models/derain-r9.onnx; do \
+	  if [ -f "$$m" ]; then BENCH_MODEL="$$m" $(CARGO) bench -p gst-plugin-derain --bench element || exit 1; \
+	  else echo "bench: $$m not shipped yet"; fi; done
 
 # Does deraining help the detector? mAP@0.5 on rainy vs derained pairs (see README).
 EVAL_DETECT = MODEL="$(MODEL)" DETECTOR="$(DETECTOR)" PAIRS="$(PAIRS)" PROVIDER="$(PROVIDER)" \

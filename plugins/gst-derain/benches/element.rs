@@ -6,6 +6,8 @@
 //!
 //!   cargo bench -p gst-plugin-derain --bench element            (or: make bench)
 //!   BENCH_ROUNDS=5 BENCH_SIZES=640x360 cargo bench ...           (fewer/more work)
+//!   BENCH_MODEL=models/derain-lite.onnx cargo bench ...          (another model; `make bench`
+//!                                                                  runs each shipped one)
 
 use std::io::Write;
 use std::time::Instant;
@@ -38,18 +40,37 @@ fn rgb_frame(w: usize, h: usize) -> Vec<u8> {
 fn main() {
     gst::init().expect("GStreamer");
     gstderain::plugin_register_static().expect("plugin");
-    let bytes = resnet9_random(&Resnet9Config::default(), 1).expect("resnet9");
+    let (bytes, origin) = match std::env::var_os("BENCH_MODEL").filter(|p| !p.is_empty()) {
+        Some(path) => match std::fs::read(&path) {
+            Ok(b) => (b, std::path::PathBuf::from(path).display().to_string()),
+            Err(e) => {
+                eprintln!("BENCH_MODEL {}: {e}", std::path::Path::new(&path).display());
+                std::process::exit(2);
+            }
+        },
+        None => (
+            resnet9_random(&Resnet9Config::default(), 1).expect("resnet9"),
+            "resnet9-b16-random".to_owned(),
+        ),
+    };
     let mut file = tempfile::Builder::new()
         .suffix(".onnx")
         .tempfile()
         .expect("tmp");
     file.write_all(&bytes).expect("write");
-    let model = Model::from_bytes(bytes, "resnet9-b16-random").expect("model");
+    let model = match Model::from_bytes(bytes, origin) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
     let rounds: usize = env_or("BENCH_ROUNDS", 3);
     let sizes = std::env::var("BENCH_SIZES").unwrap_or_else(|_| "640x360,1280x720".into());
     println!(
-        "element vs raw inference, {} (ResNet-9, 16 base channels, {} params), CPU provider, {} threads available",
+        "element vs raw inference, {} ({}, {} params), CPU provider, {} threads available",
         model.origin(),
+        model.card().architecture,
         model.card().parameters,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
