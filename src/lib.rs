@@ -9,6 +9,7 @@ pub mod card;
 pub mod data;
 pub mod dataset;
 pub mod detect;
+pub mod engine_cache;
 pub mod eval;
 pub mod footage;
 pub mod frame;
