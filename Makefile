@@ -114,11 +114,15 @@ install: release
 	install -m 755 target/release/derain $(PREFIX_BIN)/derain
 	install -m 644 target/release/libgstderain.so $(GST_USER_PLUGINS)/libgstderain.so
 	install -m 644 $$(readlink -f .deps/libonnxruntime.so) $(DERAIN_LIB)/libonnxruntime.so
+	@# The GPU build (make setup GPU=1) loads its providers from beside the library.
+	@for p in $$(dirname $$(readlink -f .deps/libonnxruntime.so))/libonnxruntime_providers_*.so; do \
+		if [ -f "$$p" ]; then install -m 644 "$$p" $(DERAIN_LIB)/; fi; done
 	@echo "installed: $(PREFIX_BIN)/derain, $(GST_USER_PLUGINS)/libgstderain.so, $(DERAIN_LIB)/libonnxruntime.so"
 	@echo "check with: gst-inspect-1.0 derain"
 
 uninstall:
-	rm -f $(PREFIX_BIN)/derain $(GST_USER_PLUGINS)/libgstderain.so $(DERAIN_LIB)/libonnxruntime.so
+	rm -f $(PREFIX_BIN)/derain $(GST_USER_PLUGINS)/libgstderain.so $(DERAIN_LIB)/libonnxruntime.so \
+		$(DERAIN_LIB)/libonnxruntime_providers_*.so
 
 clean:
 	$(CARGO) clean
