@@ -357,6 +357,10 @@ pub struct Generator {
     multiple_of: u32,
     /// Input sizes (h, w) run so far: TensorRT may build an engine on the first run at each.
     sizes_seen: Vec<(usize, usize)>,
+    device_id: i32,
+    /// The GPU frame path, once [`Generator::use_gpu_frames`] set it up.
+    #[cfg(feature = "cuda")]
+    gpu_frames: Option<crate::cuda::binding::BoundFrames>,
 }
 
 impl fmt::Debug for Generator {
@@ -377,7 +381,90 @@ impl Generator {
             origin: model.origin().to_string(),
             multiple_of: model.multiple_of(),
             sizes_seen: Vec::new(),
+            device_id: options.device_id,
+            #[cfg(feature = "cuda")]
+            gpu_frames: None,
         })
+    }
+
+    /// Sets up the path on which a frame crosses to the GPU once ([`Generator::run_frame_gpu`]):
+    /// `Ok(true)` when this build has the `cuda` feature and a GPU provider runs the network,
+    /// `Ok(false)` when frames are to be converted on the CPU (no `cuda` feature, CPU provider),
+    /// and an error saying what is missing when a GPU provider runs but the path cannot be set
+    /// up (the caller converts on the CPU then).
+    pub fn use_gpu_frames(&mut self) -> Result<bool, String> {
+        if !self.provider().is_gpu() {
+            return Ok(false);
+        }
+        #[cfg(feature = "cuda")]
+        {
+            if self.gpu_frames.is_none() {
+                let frames =
+                    crate::cuda::binding::BoundFrames::new(&self.session.session, self.device_id)
+                        .map_err(|e| e.to_string())?;
+                self.gpu_frames = Some(frames);
+            }
+            Ok(true)
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = self.device_id;
+            Ok(false)
+        }
+    }
+
+    /// Converts, runs and converts back one frame with the frame on the GPU throughout (see
+    /// [`crate::cuda`]); `input` and `output` describe the same frame size and format (their
+    /// strides may differ). Returns the rain level (mean |input − output| over every
+    /// `level_step`-th row and column) when asked, else 0. Needs [`Generator::use_gpu_frames`]
+    /// to have returned `Ok(true)`.
+    pub fn run_frame_gpu(
+        &mut self,
+        input: &crate::frame::FrameLayout,
+        in_planes: &[&[u8]],
+        output: &crate::frame::FrameLayout,
+        out_planes: &mut [&mut [u8]],
+        level_step: Option<usize>,
+    ) -> Result<f64, RuntimeError> {
+        #[cfg(feature = "cuda")]
+        {
+            let run_err = |reason: String| RuntimeError::Run {
+                origin: self.origin.clone(),
+                reason,
+            };
+            let Some(frames) = self.gpu_frames.as_mut() else {
+                return Err(run_err("the GPU frame path is not set up".into()));
+            };
+            let (hp, wp) = crate::frame::padded_size(input.height, input.width, self.multiple_of);
+            let watching = self.session.engines.is_some() && !self.sizes_seen.contains(&(hp, wp));
+            let started = std::time::Instant::now();
+            let level = frames
+                .run(
+                    &mut self.session.session,
+                    self.multiple_of,
+                    input,
+                    in_planes,
+                    output,
+                    out_planes,
+                    level_step,
+                )
+                .map_err(|e| run_err(e.to_string()))?;
+            if watching {
+                self.sizes_seen.push((hp, wp));
+                if let Some(watch) = self.session.engines.as_mut() {
+                    watch.observe(started.elapsed(), &format!("on the first {wp}x{hp} frame"));
+                }
+            }
+            Ok(level)
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (input, in_planes, output, out_planes, level_step);
+            Err(RuntimeError::Run {
+                origin: self.origin.clone(),
+                reason: "this build has no GPU frame path (cargo feature `cuda`)".into(),
+            })
+        }
     }
 
     /// TensorRT only: the engine cache directory (model hash, precision and GPU in its name).
