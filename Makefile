@@ -13,8 +13,8 @@ DETECTOR ?= $(DATA)/models/yolox_nano_416.onnx
 PAIRS ?= $(DATA)/pairs/carla-dev
 PROVIDER ?= auto
 
-.PHONY: val-data setup build release train-build test lint demo bench eval-detect soak latency fuzz \
-	install uninstall clean
+.PHONY: val-data setup build release train-build test lint demo bench bench-gpu eval-detect soak \
+	latency fuzz install uninstall clean
 
 setup:
 	@./scripts/setup.sh
@@ -68,6 +68,17 @@ bench: release
 	$(CARGO) bench --bench footage --no-run
 	taskset -c 0 $(CARGO) bench --bench footage
 	$(CARGO) bench -p gst-plugin-derain --bench element
+
+# GPU speed (issue 7): element throughput and p99 at 1920x1080 and 1280x720, TensorRT FP16 and
+# CUDA FP32, and end to end from H.264. Needs an NVIDIA GPU and `make setup GPU=1`; refuses otherwise.
+bench-gpu: setup
+	@command -v nvidia-smi > /dev/null && nvidia-smi -L > /dev/null 2>&1 || { \
+		echo "make bench-gpu: refusing: no NVIDIA GPU here (nvidia-smi finds none); nothing measured" >&2; \
+		exit 1; }
+	@test -f .deps/gpu.env || { \
+		echo "make bench-gpu: the GPU build of ONNX Runtime is not set up: run make setup GPU=1" >&2; \
+		exit 1; }
+	. .deps/gpu.env && $(CARGO) bench -p gst-plugin-derain --features cuda --bench gpu
 
 # Does deraining help the detector? mAP@0.5 on rainy vs derained pairs (see README).
 EVAL_DETECT = MODEL="$(MODEL)" DETECTOR="$(DETECTOR)" PAIRS="$(PAIRS)" PROVIDER="$(PROVIDER)" \
