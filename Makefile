@@ -43,7 +43,7 @@ test: setup
 	# The trainer (tch) on its own: a workspace-wide --features would reach the plugin too.
 	$(CARGO) test -p derain --features train --lib -- train::
 	$(CARGO) test -p derain --features train --test train_step --test train_checkpoint \
-		--test train_export --test train_run --test train_kill
+		--test train_export --test train_run --test train_kill --test train_gpu
 
 lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
