@@ -12,7 +12,7 @@
 #                   loads; .deps/libonnxruntime.so then points at it, and .deps/gpu.env sets the
 #                   library path those need (`source .deps/gpu.env` before running).
 #   GPU=0           back to the CPU build. Unset: keep the last choice (the CPU build at first).
-#   SETUP_TENSORRT=0  with GPU=1, skip the TensorRT libraries (about 1.5 GB; CUDA still works).
+#   SETUP_TENSORRT=0  with GPU=1, skip the TensorRT libraries (a large download, size not measured here; CUDA still works).
 #   ORT_GPU_WHEEL=FILE  install onnxruntime-gpu from this wheel file instead of PyPI (offline).
 set -euo pipefail
 
