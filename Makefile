@@ -13,8 +13,8 @@ DETECTOR ?= $(DATA)/models/yolox_nano_416.onnx
 PAIRS ?= $(DATA)/pairs/carla-dev
 PROVIDER ?= auto
 
-.PHONY: val-data setup build release train-build test lint demo bench eval-detect soak latency fuzz \
-	install uninstall clean
+.PHONY: val-data setup build release train-build test lint demo bench bench-gpu eval-detect soak \
+	latency fuzz install uninstall clean
 
 setup:
 	@./scripts/setup.sh
@@ -43,11 +43,14 @@ test: setup
 	# The trainer (tch) on its own: a workspace-wide --features would reach the plugin too.
 	$(CARGO) test -p derain --features train --lib -- train::
 	$(CARGO) test -p derain --features train --test train_step --test train_checkpoint \
-		--test train_export --test train_run --test train_kill
+		--test train_export --test train_run --test train_kill --test train_gpu
 
 lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p derain --all-targets --features train -- -D warnings
+	# The GPU frame path (feature cuda) is linted here too, so it keeps compiling without a GPU.
+	$(CARGO) clippy -p derain -p gst-plugin-derain --all-targets \
+		--features gst-plugin-derain/cuda -- -D warnings
 
 # INPUT=drive.mp4 derains your own footage; it is checked before anything long is built.
 INPUT ?=
@@ -69,6 +72,17 @@ bench: release
 	@for m in models/derain-lite.onnx models/derain-r9.onnx; do \
 	  if [ -f "$$m" ]; then BENCH_MODEL="$$m" $(CARGO) bench -p gst-plugin-derain --bench element || exit 1; \
 	  else echo "bench: $$m not shipped yet"; fi; done
+
+# GPU speed (issue 7): element throughput and p99 at 1920x1080 and 1280x720, TensorRT FP16 and
+# CUDA FP32, and end to end from H.264. Needs an NVIDIA GPU and `make setup GPU=1`; refuses otherwise.
+bench-gpu: setup
+	@command -v nvidia-smi > /dev/null && nvidia-smi -L > /dev/null 2>&1 || { \
+		echo "make bench-gpu: refusing: no NVIDIA GPU here (nvidia-smi finds none); nothing measured" >&2; \
+		exit 1; }
+	@test -f .deps/gpu.env || { \
+		echo "make bench-gpu: the GPU build of ONNX Runtime is not set up: run make setup GPU=1" >&2; \
+		exit 1; }
+	. .deps/gpu.env && $(CARGO) bench -p gst-plugin-derain --features cuda --bench gpu
 
 # Does deraining help the detector? mAP@0.5 on rainy vs derained pairs (see README).
 EVAL_DETECT = MODEL="$(MODEL)" DETECTOR="$(DETECTOR)" PAIRS="$(PAIRS)" PROVIDER="$(PROVIDER)" \
@@ -118,11 +132,15 @@ install: release
 	install -m 755 target/release/derain $(PREFIX_BIN)/derain
 	install -m 644 target/release/libgstderain.so $(GST_USER_PLUGINS)/libgstderain.so
 	install -m 644 $$(readlink -f .deps/libonnxruntime.so) $(DERAIN_LIB)/libonnxruntime.so
+	@# The GPU build (make setup GPU=1) loads its providers from beside the library.
+	@for p in $$(dirname $$(readlink -f .deps/libonnxruntime.so))/libonnxruntime_providers_*.so; do \
+		if [ -f "$$p" ]; then install -m 644 "$$p" $(DERAIN_LIB)/; fi; done
 	@echo "installed: $(PREFIX_BIN)/derain, $(GST_USER_PLUGINS)/libgstderain.so, $(DERAIN_LIB)/libonnxruntime.so"
 	@echo "check with: gst-inspect-1.0 derain"
 
 uninstall:
-	rm -f $(PREFIX_BIN)/derain $(GST_USER_PLUGINS)/libgstderain.so $(DERAIN_LIB)/libonnxruntime.so
+	rm -f $(PREFIX_BIN)/derain $(GST_USER_PLUGINS)/libgstderain.so $(DERAIN_LIB)/libonnxruntime.so \
+		$(DERAIN_LIB)/libonnxruntime_providers_*.so
 
 clean:
 	$(CARGO) clean

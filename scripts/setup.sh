@@ -5,7 +5,15 @@
 #   - a project-local Python venv (.venv) holding the pinned onnxruntime and torch wheels:
 #     their shared libraries are what we load/link; Python is never used at run time
 #   - .deps/ links to those libraries and .cargo/config.toml [env] for cargo
-# Options (environment): SETUP_TORCH=0 skips torch (only needed by the `train` feature).
+# Options (environment):
+#   SETUP_TORCH=0   skips torch (only needed by the `train` feature).
+#   GPU=1           the GPU build of ONNX Runtime (onnxruntime-gpu, CUDA 13) for the cuda and
+#                   tensorrt providers, with the CUDA 13, cuDNN 9 and TensorRT 10 libraries it
+#                   loads; .deps/libonnxruntime.so then points at it, and .deps/gpu.env sets the
+#                   library path those need (`source .deps/gpu.env` before running).
+#   GPU=0           back to the CPU build. Unset: keep the last choice (the CPU build at first).
+#   SETUP_TENSORRT=0  with GPU=1, skip the TensorRT libraries (a large download, size not measured here; CUDA still works).
+#   ORT_GPU_WHEEL=FILE  install onnxruntime-gpu from this wheel file instead of PyPI (offline).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,6 +22,22 @@ cd "$ROOT"
 ORT_VERSION="1.31.1"
 TORCH_VERSION="2.11.0"
 SETUP_TORCH="${SETUP_TORCH:-1}"
+SETUP_TENSORRT="${SETUP_TENSORRT:-1}"
+# TensorRT 10: onnxruntime-gpu 1.31's TensorRT provider links libnvinfer.so.10.
+TENSORRT_SPEC="tensorrt-cu13-libs>=10.13,<11"
+# The GPU build lives in its own folder so the CPU wheel in .venv stays intact (both install
+# the same `onnxruntime` package directory).
+ORT_GPU_DIR=".venv/ort-gpu"
+FLAVOUR_FILE=".deps/ort-flavour"
+GPU="${GPU:-}"
+if [ -z "$GPU" ]; then
+  GPU=0
+  [ "$(cat "$FLAVOUR_FILE" 2>/dev/null || true)" = "gpu" ] && GPU=1
+fi
+case "$GPU" in
+  0|1) ;;
+  *) echo "setup: error: GPU=$GPU: use GPU=1 (onnxruntime-gpu) or GPU=0 (CPU build)" >&2; exit 1 ;;
+esac
 
 say() { printf 'setup: %s\n' "$*"; }
 
@@ -61,9 +85,44 @@ fi
 # --- links and cargo environment ---------------------------------------------------------------
 SITE="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 mkdir -p .deps
-ORT_LIB="$(ls "$SITE"/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -n 1 || true)"
-if [ -z "$ORT_LIB" ]; then
-  echo "setup: error: libonnxruntime.so not found in $SITE/onnxruntime/capi" >&2
+if [ "$GPU" = "1" ]; then
+  GPU_LIB="$ORT_GPU_DIR/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION"
+  if [ ! -f "$GPU_LIB" ]; then
+    src="onnxruntime-gpu==$ORT_VERSION"
+    [ -n "${ORT_GPU_WHEEL:-}" ] && src="$ORT_GPU_WHEEL"
+    say "installing $src into $ORT_GPU_DIR (about 260 MB)"
+    rm -rf "$ORT_GPU_DIR"
+    # --no-cache-dir: the wheel is not kept in pip's cache once installed.
+    .venv/bin/python -m pip install -q --disable-pip-version-check --no-cache-dir --no-deps \
+      --target "$ORT_GPU_DIR" "$src"
+  fi
+  # What the CUDA provider loads (the torch wheel brings the same ones); TensorRT on request.
+  GPU_DEPS=(
+    "nvidia-cuda-runtime~=13.0" "nvidia-cuda-nvrtc~=13.0" "nvidia-cublas~=13.0"
+    "nvidia-curand~=10.0" "nvidia-cufft~=12.0" "nvidia-cudnn-cu13~=9.0"
+  )
+  [ "$SETUP_TENSORRT" = "1" ] && GPU_DEPS+=("$TENSORRT_SPEC")
+  say "checking the CUDA 13 libraries: ${GPU_DEPS[*]}"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-cache-dir "${GPU_DEPS[@]}"
+  ORT_LIB="$ROOT/$GPU_LIB"
+  # The provider libraries find CUDA, cuDNN and TensorRT through the loader's search path.
+  LIBDIRS=""
+  for d in "$SITE/nvidia/cu13/lib" "$SITE/nvidia/cudnn/lib" "$SITE/tensorrt_libs"; do
+    [ -d "$d" ] && LIBDIRS="${LIBDIRS:+$LIBDIRS:}$d"
+  done
+  cat > .deps/gpu.env <<ENV
+# Written by scripts/setup.sh (GPU=1): the libraries onnxruntime-gpu's CUDA and TensorRT providers
+# and the cuda feature's NVRTC load. Use: source .deps/gpu.env
+export LD_LIBRARY_PATH="$LIBDIRS\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+ENV
+  echo gpu > "$FLAVOUR_FILE"
+else
+  ORT_LIB="$(ls "$SITE"/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -n 1 || true)"
+  rm -f .deps/gpu.env
+  echo cpu > "$FLAVOUR_FILE"
+fi
+if [ -z "$ORT_LIB" ] || [ ! -f "$ORT_LIB" ]; then
+  echo "setup: error: libonnxruntime.so not found (${ORT_LIB:-in $SITE/onnxruntime/capi})" >&2
   exit 1
 fi
 ln -sfn "$ORT_LIB" .deps/libonnxruntime.so
@@ -88,3 +147,6 @@ if [ ! -f "$CONFIG" ] || [ "$(cat "$CONFIG")" != "$NEW_CONFIG" ]; then
   say "wrote $CONFIG"
 fi
 say "ready (onnxruntime: $ORT_LIB)"
+if [ "$GPU" = "1" ]; then
+  say "GPU build: run with the CUDA libraries on the search path: source .deps/gpu.env"
+fi

@@ -13,6 +13,34 @@ pub const INPUT_NAME: &str = "rainy";
 /// Name of the generator's output: same shape and range as the input.
 pub const OUTPUT_NAME: &str = "clean";
 
+/// The numeric precision of a generator's weights and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// float32 throughout.
+    #[default]
+    Fp32,
+    /// float16 weights and activations inside, float32 input and output (Cast nodes at the
+    /// boundaries).
+    Fp16,
+}
+
+impl Precision {
+    /// `fp32` or `fp16`, as in the card.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The model card. Only `multiple_of` changes how a consumer feeds the network; the rest documents
 /// it. Unknown keys are kept in `extra` so a card written by a newer version survives a round trip.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +68,10 @@ pub struct ModelCard {
     /// Licence of the weights.
     #[serde(default)]
     pub licence: String,
+    /// How the weights and activations are stored: `fp32`, or `fp16` (`derain export --fp16`;
+    /// the input and output stay float32 either way). Cards without it are `fp32`.
+    #[serde(default)]
+    pub precision: Precision,
     /// Anything else.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -61,6 +93,7 @@ impl ModelCard {
             training: serde_json::Value::Null,
             scores: serde_json::Value::Null,
             licence: String::new(),
+            precision: Precision::Fp32,
             extra: serde_json::Map::new(),
         }
     }
@@ -92,9 +125,23 @@ mod tests {
     }
 
     #[test]
+    fn precision_is_written_and_read() {
+        let mut card = ModelCard::new("x");
+        card.precision = Precision::Fp16;
+        let json = card.to_json();
+        assert!(json.contains(r#""precision":"fp16""#), "{json}");
+        assert_eq!(
+            ModelCard::from_json(&json).unwrap().precision,
+            Precision::Fp16
+        );
+        assert!(ModelCard::from_json(r#"{"name":"n","precision":"int3"}"#).is_err());
+    }
+
+    #[test]
     fn missing_fields_take_defaults() {
         let card = ModelCard::from_json(r#"{"name":"n"}"#).expect("parses");
         assert_eq!(card.multiple_of, 1);
+        assert_eq!(card.precision, Precision::Fp32);
         assert!(
             ModelCard::from_json(r#"{"multiple_of":2}"#).is_err(),
             "name is required"

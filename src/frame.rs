@@ -831,6 +831,14 @@ impl YuvDecode {
     }
 }
 
+/// The decoding tables of `c` as the GPU conversion takes them (`cuda` feature): Y, then the
+/// R-from-V, G-from-U, G-from-V and B-from-U contributions, 256 values each.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn yuv_decode_tables(c: YuvColorimetry) -> Vec<f32> {
+    let t = YuvDecode::new(c);
+    [t.y, t.rv, t.gu, t.gv, t.bu].concat()
+}
+
 /// One row: Y bytes, the row's (U, V) samples (one per 2 pixels), and the tensor rows.
 #[inline(always)]
 fn yuv_row_to_tensor(
@@ -906,6 +914,16 @@ impl YuvEncode {
         let v = self.c0 + self.v[0] * r + self.v[1] * g + self.v[2] * b;
         (floor_u8(u), floor_u8(v))
     }
+}
+
+/// The encoding coefficients of `c` as the GPU conversion takes them (`cuda` feature): the Y, U
+/// and V weights of R, G and B, then the Y and chroma offsets (rounding included).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn yuv_encode_coefficients(c: YuvColorimetry) -> [f32; 11] {
+    let k = YuvEncode::new(c);
+    [
+        k.y[0], k.y[1], k.y[2], k.u[0], k.u[1], k.u[2], k.v[0], k.v[1], k.v[2], k.y0, k.c0,
+    ]
 }
 
 /// One chroma row being written: U and V planes (I420) or interleaved U,V pairs (NV12).

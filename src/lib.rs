@@ -6,9 +6,15 @@
 //! quality metrics deraining papers use.
 
 pub mod card;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+/// The GPU kernels compiled for the host and checked against `frame` (no GPU needed).
+#[cfg(test)]
+mod cuda_host_tests;
 pub mod data;
 pub mod dataset;
 pub mod detect;
+pub mod engine_cache;
 pub mod eval;
 pub mod footage;
 pub mod frame;

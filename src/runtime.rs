@@ -18,6 +18,7 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::TensorRef;
 
 use crate::card::{INPUT_NAME, OUTPUT_NAME};
+use crate::engine_cache::{self, EngineWatch};
 use crate::model::Model;
 
 /// Environment variable naming the ONNX Runtime shared library (checked before `ORT_DYLIB_PATH`).
@@ -110,10 +111,8 @@ pub enum RuntimeError {
          point {ORT_LIBRARY_ENV} (or the `ort-library` setting) at libonnxruntime.so"
     )]
     LibraryNotFound { tried: String },
-    #[error(
-        "the {provider} provider is not available: {reason}. Install the GPU build of ONNX Runtime \
-         (`make setup GPU=1`) and point {ORT_LIBRARY_ENV} at it, or use provider=cpu/auto"
-    )]
+    /// `reason` names what is missing (driver, GPU, library, provider) and what to do.
+    #[error("the {provider} provider is not available: {reason}")]
     ProviderUnavailable { provider: Provider, reason: String },
     #[error("ONNX Runtime could not load model '{origin}' with the {provider} provider: {reason}")]
     Session {
@@ -192,7 +191,14 @@ pub(crate) fn environment(explicit: Option<&Path>) -> Result<(PathBuf, Environme
             tried.push(format!("{} (no such file)", candidate.display()));
             continue;
         }
-        let built = ort::init_from(&candidate)
+        // Through any symlink to the real file: the GPU build loads its provider libraries
+        // (libonnxruntime_providers_*.so) from the directory of the path it was opened by.
+        let real = if candidate.components().count() > 1 {
+            std::fs::canonicalize(&candidate).unwrap_or_else(|_| candidate.clone())
+        } else {
+            candidate.clone()
+        };
+        let built = ort::init_from(&real)
             .map_err(|e| e.to_string())
             .and_then(|b| b.with_name("derain").build().map_err(|e| e.to_string()));
         match built {
@@ -233,6 +239,8 @@ pub struct OpenSession {
     /// Dropped by hand in `Drop`, so freed memory can be handed back after it is gone.
     session: ManuallyDrop<Session>,
     provider: Provider,
+    /// TensorRT only: the engine cache directory, watched for engine builds.
+    engines: Option<EngineWatch>,
 }
 
 impl fmt::Debug for OpenSession {
@@ -293,7 +301,7 @@ impl OpenSession {
         let mut last_err = None;
         for &provider in order {
             match build_session(&env, &source, options, provider) {
-                Ok(session) => {
+                Ok((session, engines)) => {
                     log::info!(
                         "model '{origin}' runs on the {provider} provider (asked for {})",
                         options.provider
@@ -302,6 +310,7 @@ impl OpenSession {
                     return Ok(Self {
                         session: ManuallyDrop::new(session),
                         provider,
+                        engines,
                     });
                 }
                 Err(e) if options.provider == Provider::Auto && provider != Provider::Cpu => {
@@ -328,6 +337,17 @@ impl OpenSession {
     pub fn session(&mut self) -> &mut Session {
         &mut self.session
     }
+
+    /// TensorRT only: the engine cache directory this session uses.
+    pub fn trt_engine_dir(&self) -> Option<&Path> {
+        self.engines.as_ref().map(EngineWatch::dir)
+    }
+
+    /// TensorRT engines this session built (or rebuilt for new input sizes); 0 when every engine
+    /// came from the cache, or for other providers.
+    pub fn trt_engines_built(&self) -> usize {
+        self.engines.as_ref().map_or(0, EngineWatch::builds)
+    }
 }
 
 /// A generator ready to run: one ONNX Runtime session on one provider.
@@ -335,6 +355,12 @@ pub struct Generator {
     session: OpenSession,
     origin: String,
     multiple_of: u32,
+    /// Input sizes (h, w) run so far: TensorRT may build an engine on the first run at each.
+    sizes_seen: Vec<(usize, usize)>,
+    device_id: i32,
+    /// The GPU frame path, once [`Generator::use_gpu_frames`] set it up.
+    #[cfg(feature = "cuda")]
+    gpu_frames: Option<crate::cuda::binding::BoundFrames>,
 }
 
 impl fmt::Debug for Generator {
@@ -354,7 +380,101 @@ impl Generator {
             session,
             origin: model.origin().to_string(),
             multiple_of: model.multiple_of(),
+            sizes_seen: Vec::new(),
+            device_id: options.device_id,
+            #[cfg(feature = "cuda")]
+            gpu_frames: None,
         })
+    }
+
+    /// Sets up the path on which a frame crosses to the GPU once ([`Generator::run_frame_gpu`]):
+    /// `Ok(true)` when this build has the `cuda` feature and a GPU provider runs the network,
+    /// `Ok(false)` when frames are to be converted on the CPU (no `cuda` feature, CPU provider),
+    /// and an error saying what is missing when a GPU provider runs but the path cannot be set
+    /// up (the caller converts on the CPU then).
+    pub fn use_gpu_frames(&mut self) -> Result<bool, String> {
+        if !self.provider().is_gpu() {
+            return Ok(false);
+        }
+        #[cfg(feature = "cuda")]
+        {
+            if self.gpu_frames.is_none() {
+                let frames =
+                    crate::cuda::binding::BoundFrames::new(&self.session.session, self.device_id)
+                        .map_err(|e| e.to_string())?;
+                self.gpu_frames = Some(frames);
+            }
+            Ok(true)
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = self.device_id;
+            Ok(false)
+        }
+    }
+
+    /// Converts, runs and converts back one frame with the frame on the GPU throughout (see
+    /// [`crate::cuda`]); `input` and `output` describe the same frame size and format (their
+    /// strides may differ). Returns the rain level (mean |input − output| over every
+    /// `level_step`-th row and column) when asked, else 0. Needs [`Generator::use_gpu_frames`]
+    /// to have returned `Ok(true)`.
+    pub fn run_frame_gpu(
+        &mut self,
+        input: &crate::frame::FrameLayout,
+        in_planes: &[&[u8]],
+        output: &crate::frame::FrameLayout,
+        out_planes: &mut [&mut [u8]],
+        level_step: Option<usize>,
+    ) -> Result<f64, RuntimeError> {
+        #[cfg(feature = "cuda")]
+        {
+            let run_err = |reason: String| RuntimeError::Run {
+                origin: self.origin.clone(),
+                reason,
+            };
+            let Some(frames) = self.gpu_frames.as_mut() else {
+                return Err(run_err("the GPU frame path is not set up".into()));
+            };
+            let (hp, wp) = crate::frame::padded_size(input.height, input.width, self.multiple_of);
+            let watching = self.session.engines.is_some() && !self.sizes_seen.contains(&(hp, wp));
+            let started = std::time::Instant::now();
+            let level = frames
+                .run(
+                    &mut self.session.session,
+                    self.multiple_of,
+                    input,
+                    in_planes,
+                    output,
+                    out_planes,
+                    level_step,
+                )
+                .map_err(|e| run_err(e.to_string()))?;
+            if watching {
+                self.sizes_seen.push((hp, wp));
+                if let Some(watch) = self.session.engines.as_mut() {
+                    watch.observe(started.elapsed(), &format!("on the first {wp}x{hp} frame"));
+                }
+            }
+            Ok(level)
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (input, in_planes, output, out_planes, level_step);
+            Err(RuntimeError::Run {
+                origin: self.origin.clone(),
+                reason: "this build has no GPU frame path (cargo feature `cuda`)".into(),
+            })
+        }
+    }
+
+    /// TensorRT only: the engine cache directory (model hash, precision and GPU in its name).
+    pub fn trt_engine_dir(&self) -> Option<&Path> {
+        self.session.trt_engine_dir()
+    }
+
+    /// TensorRT engines this generator built so far (0 when all came from the cache).
+    pub fn trt_engines_built(&self) -> usize {
+        self.session.trt_engines_built()
     }
 
     /// The provider that really runs the network (never `Auto`).
@@ -390,6 +510,8 @@ impl Generator {
         let shape = [1_usize, 3, h, w];
         let tensor =
             TensorRef::from_array_view((shape, input)).map_err(|e| run_err(e.to_string()))?;
+        let started = std::time::Instant::now();
+        let watching = self.session.engines.is_some() && !self.sizes_seen.contains(&(h, w));
         let outputs = self
             .session
             .session
@@ -398,6 +520,14 @@ impl Generator {
                 origin: self.origin.clone(),
                 reason: e.to_string(),
             })?;
+        if watching {
+            // TensorRT builds engines lazily for dynamic shapes: on the first run at each size.
+            let elapsed = started.elapsed();
+            self.sizes_seen.push((h, w));
+            if let Some(watch) = self.session.engines.as_mut() {
+                watch.observe(elapsed, &format!("on the first {w}x{h} input"));
+            }
+        }
         let (out_shape, data) = outputs[OUTPUT_NAME]
             .try_extract_tensor::<f32>()
             .map_err(|e| RuntimeError::Run {
@@ -426,7 +556,7 @@ fn build_session(
     model: &Source<'_>,
     options: &SessionOptions,
     provider: Provider,
-) -> Result<Session, RuntimeError> {
+) -> Result<(Session, Option<EngineWatch>), RuntimeError> {
     let session_err = |reason: String| RuntimeError::Session {
         origin: model.origin.to_string(),
         provider,
@@ -442,22 +572,26 @@ fn build_session(
             .with_intra_threads(options.threads)
             .map_err(|e| session_err(e.to_string()))?;
     }
+    let mut engines = None;
     builder = match provider {
         Provider::Auto | Provider::Cpu => builder,
         Provider::Cuda => {
             require_compiled::<ep::CUDA>(provider)?;
+            require_gpu(provider, options.device_id)?;
             let cuda = ep::CUDA::default()
                 .with_device_id(options.device_id)
                 .build()
                 .error_on_failure();
-            with_providers(builder, vec![cuda]).map_err(unavailable)?
+            with_providers(builder, vec![cuda]).map_err(|e| unavailable(libraries_hint(e)))?
         }
         Provider::TensorRt => {
             require_compiled::<ep::TensorRT>(provider)?;
-            let dir = trt_engine_dir(model, options);
+            let gpu = require_gpu(provider, options.device_id)?;
+            let dir = trt_engine_dir(model, options, &gpu);
             std::fs::create_dir_all(&dir).map_err(|e| {
                 unavailable(format!("cannot create engine cache {}: {e}", dir.display()))
             })?;
+            engines = Some(EngineWatch::start(&dir, model.origin));
             let trt = ep::TensorRT::default()
                 .with_device_id(options.device_id)
                 .with_fp16(options.trt_fp16)
@@ -471,12 +605,17 @@ fn build_session(
             let cuda = ep::CUDA::default()
                 .with_device_id(options.device_id)
                 .build();
-            with_providers(builder, vec![trt, cuda]).map_err(unavailable)?
+            with_providers(builder, vec![trt, cuda]).map_err(|e| unavailable(libraries_hint(e)))?
         }
     };
-    builder
+    let started = std::time::Instant::now();
+    let session = builder
         .commit_from_memory(model.bytes)
-        .map_err(|e| session_err(e.to_string()))
+        .map_err(|e| session_err(e.to_string()))?;
+    if let Some(watch) = engines.as_mut() {
+        watch.observe(started.elapsed(), "while creating the session");
+    }
+    Ok((session, engines))
 }
 
 fn with_providers(
@@ -486,6 +625,14 @@ fn with_providers(
     builder
         .with_execution_providers(eps)
         .map_err(|e| e.to_string())
+}
+
+/// ONNX Runtime's message when a provider library would not load, with what usually fixes it.
+fn libraries_hint(e: String) -> String {
+    format!(
+        "{e}. The GPU build of ONNX Runtime loads CUDA 13, cuDNN 9 and (for TensorRT) TensorRT 10 \
+         libraries from the library path: after `make setup GPU=1`, `source .deps/gpu.env`"
+    )
 }
 
 fn require_compiled<E: ExecutionProvider>(provider: Provider) -> Result<(), RuntimeError> {
@@ -499,26 +646,47 @@ fn require_compiled<E: ExecutionProvider>(provider: Provider) -> Result<(), Runt
                 .unwrap_or_default();
             Err(RuntimeError::ProviderUnavailable {
                 provider,
-                reason: format!("the ONNX Runtime library {path} was built without it"),
+                reason: format!(
+                    "the ONNX Runtime library {path} was built without it. Install the GPU build \
+                     (`make setup GPU=1`) or point {ORT_LIBRARY_ENV} at one, or use \
+                     provider=cpu/auto"
+                ),
             })
         }
         Err(e) => Err(RuntimeError::ProviderUnavailable {
             provider,
-            reason: e.to_string(),
+            reason: format!("{e}. Use provider=cpu/auto"),
         }),
     }
 }
 
-/// Engines are kept per model (hash) and precision; TensorRT adds the GPU's compute capability to
-/// each engine's file name, so one directory serves several GPUs.
-fn trt_engine_dir(model: &Source<'_>, options: &SessionOptions) -> PathBuf {
+/// Engines are kept per model (hash), precision and GPU (name and compute capability), so one
+/// cache serves several models, precisions and GPUs without handing an engine to the wrong one.
+fn trt_engine_dir(
+    model: &Source<'_>,
+    options: &SessionOptions,
+    gpu: &engine_cache::GpuIdentity,
+) -> PathBuf {
     let root = options
         .trt_cache_dir
         .clone()
         .unwrap_or_else(default_trt_cache_dir);
-    let precision = if options.trt_fp16 { "fp16" } else { "fp32" };
-    let hash = model.sha256.get(..16).unwrap_or(model.sha256);
-    root.join(format!("{hash}-{precision}"))
+    engine_cache::engine_dir(&root, model.sha256, options.trt_fp16, Some(gpu))
+}
+
+/// The GPU a CUDA or TensorRT session is to run on, or why there is none (no driver, no such
+/// device), asked before ONNX Runtime tries so the error names what is missing.
+fn require_gpu(
+    provider: Provider,
+    device_id: i32,
+) -> Result<engine_cache::GpuIdentity, RuntimeError> {
+    engine_cache::gpu_identity(device_id).map_err(|reason| RuntimeError::ProviderUnavailable {
+        provider,
+        reason: format!(
+            "CUDA device {device_id}: {reason}. It needs an NVIDIA GPU and its driver (check \
+             with nvidia-smi, and device-id); use provider=cpu/auto on this machine"
+        ),
+    })
 }
 
 /// Mean absolute difference between the image regions (top-left `h`×`w`) of two `[3,hp,wp]`

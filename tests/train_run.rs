@@ -125,6 +125,26 @@ fn a_run_writes_its_files_resumes_and_exports() {
     );
     let model = derain::model::Model::from_path(&onnx).unwrap();
     assert!(model.card().scores["validation"]["psnr_y"].is_number());
+    assert!(out.contains("precision:    fp32"), "{out}");
+
+    // --fp16: a float16 model with the same contract, and `derain info` says so.
+    let half = tmp.path().join("tiny-fp16.onnx");
+    let o = Command::new(exe)
+        .args(["export", dir.to_str().unwrap(), "--fp16", "--out"])
+        .arg(&half)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(exe).arg("info").arg(&half).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("precision:    fp16"),
+        "{out}"
+    );
+    let model16 = derain::model::Model::from_path(&half).expect("fp16 export honours the contract");
+    assert_eq!(model16.card().precision, derain::card::Precision::Fp16);
+    assert_eq!(model16.card().parameters, model.card().parameters);
+    assert!(model16.bytes().len() < model.bytes().len());
 }
 
 #[test]

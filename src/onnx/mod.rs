@@ -7,6 +7,7 @@
 
 pub mod builder;
 pub mod fixtures;
+pub mod fp16;
 pub mod fullres;
 pub mod lite;
 mod net;
@@ -17,6 +18,7 @@ pub use builder::{
     value_info,
 };
 pub use fixtures::FixtureIo;
+pub use fp16::{Fp16Error, simulate_fp16, to_fp16};
 pub use fullres::{FullResConfig, fullres};
 pub use lite::{LiteConfig, lite};
 pub use net::{GeneratorOutput, RAIN_OUTPUT_NAME};

@@ -18,8 +18,10 @@ use tch::{Device, Kind, Tensor};
 use super::config::GeneratorArch;
 use super::nets::{Generator, Network};
 use super::trainer::Trainer;
-use crate::card::ModelCard;
-use crate::onnx::{self, BuildError, FullResConfig, GeneratorOutput, LiteConfig, Resnet9Config};
+use crate::card::{ModelCard, Precision};
+use crate::onnx::{
+    self, BuildError, Fp16Error, FullResConfig, GeneratorOutput, LiteConfig, Resnet9Config,
+};
 
 /// Why a generator could not be exported.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,8 @@ pub enum ExportError {
     Unused { arch: String, names: Vec<String> },
     #[error(transparent)]
     Build(#[from] BuildError),
+    #[error("cannot write the float16 model: {0}")]
+    Fp16(#[from] Fp16Error),
     #[error("cannot write model '{path}': {source}")]
     Write {
         path: PathBuf,
@@ -130,7 +134,22 @@ pub fn generator_model(generator: &Generator, card: &ModelCard) -> Result<ModelP
 
 /// [`generator_model`] as the bytes of an `.onnx` file.
 pub fn generator_onnx(generator: &Generator, card: &ModelCard) -> Result<Vec<u8>, ExportError> {
-    Ok(onnx::to_bytes(&generator_model(generator, card)?)?)
+    generator_onnx_as(generator, card, Precision::Fp32)
+}
+
+/// [`generator_onnx`] in the given precision: `Fp16` stores weights and activations as float16
+/// with the float32 input and output kept (the card records it).
+pub fn generator_onnx_as(
+    generator: &Generator,
+    card: &ModelCard,
+    precision: Precision,
+) -> Result<Vec<u8>, ExportError> {
+    let model = generator_model(generator, card)?;
+    let model = match precision {
+        Precision::Fp32 => model,
+        Precision::Fp16 => onnx::to_fp16(&model)?,
+    };
+    Ok(onnx::to_bytes(&model)?)
 }
 
 /// Writes [`generator_onnx`] to `path` atomically (temporary file, fsync, rename).
@@ -174,6 +193,16 @@ impl Trainer {
     /// bytes with `card`.
     pub fn export(&self, which: GeneratorOutput, card: &ModelCard) -> Result<Vec<u8>, ExportError> {
         generator_onnx(self.generator(which), card)
+    }
+
+    /// [`Trainer::export`] in the given precision (see [`generator_onnx_as`]).
+    pub fn export_as(
+        &self,
+        which: GeneratorOutput,
+        card: &ModelCard,
+        precision: Precision,
+    ) -> Result<Vec<u8>, ExportError> {
+        generator_onnx_as(self.generator(which), card, precision)
     }
 }
 

@@ -713,13 +713,6 @@ pub fn export(
     fp16: bool,
     name: Option<&str>,
 ) -> Result<usize, RunError> {
-    if fp16 {
-        return Err(RunError::Other(
-            "--fp16 export is not implemented yet; export float32 (TensorRT can still build an \
-             FP16 engine from it with trt-fp16=true)"
-                .into(),
-        ));
-    }
     let (dir, ckpt) = if source.is_dir() {
         (Some(source.to_owned()), source.join(CHECKPOINT_FILE))
     } else {
@@ -772,7 +765,12 @@ pub fn export(
     } else {
         GeneratorOutput::Clean
     };
-    let bytes = trainer.export(which, &card)?;
+    let precision = if fp16 {
+        crate::card::Precision::Fp16
+    } else {
+        crate::card::Precision::Fp32
+    };
+    let bytes = trainer.export_as(which, &card, precision)?;
     imageio::write_file_atomic(out, &bytes).map_err(io_err(out))?;
     Ok(bytes.len())
 }

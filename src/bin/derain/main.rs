@@ -114,6 +114,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!("parameters:   {}", c.parameters);
                 println!("GMAC/MP:      {:.2}", c.gmac_per_megapixel);
                 println!("multiple_of:  {}", c.multiple_of);
+                println!("precision:    {}", c.precision);
                 println!(
                     "{}",
                     serde_json::to_string_pretty(c).context("formatting card")?

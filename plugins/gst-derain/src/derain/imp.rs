@@ -144,6 +144,8 @@ struct Stats {
     /// Whether the bus has been warned that processing cannot keep up (once per start).
     warned_late: bool,
     active_provider: String,
+    /// Whether frames are converted on the GPU (see `State::gpu_frames`).
+    gpu_frames: bool,
     /// Seconds per processed frame (conversion and inference), the last TIMING_WINDOW of them at
     /// the current frame size.
     times: VecDeque<f64>,
@@ -239,6 +241,8 @@ struct State {
     tensor: Vec<f32>,
     /// Whether upstream is live (asked once per stream).
     live: Option<bool>,
+    /// Frames cross to the GPU once and are converted there (`cuda` feature, GPU provider).
+    gpu_frames: bool,
 }
 
 #[derive(Default)]
@@ -395,6 +399,23 @@ impl Derain {
         };
         let n = layout.format.n_planes();
         let planes = inframe.planes_data();
+        if state.gpu_frames {
+            let mut out_planes = outframe.planes_data_mut();
+            let step = want_rain_level.then_some(RAIN_LEVEL_STEP);
+            return state
+                .generator
+                .run_frame_gpu(
+                    &layout,
+                    &planes[..n],
+                    &out_layout,
+                    &mut out_planes[..n],
+                    step,
+                )
+                .map_err(|e| {
+                    gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", e]);
+                    gst::FlowError::Error
+                });
+        }
         let (hp, wp) = state.padded;
         frame::frame_to_tensor(
             &layout,
@@ -581,6 +602,11 @@ impl ObjectImpl for Derain {
                     .blurb("The execution provider really running the model (empty until started)")
                     .read_only()
                     .build(),
+                glib::ParamSpecBoolean::builder("gpu-frames")
+                    .nick("Frames on the GPU")
+                    .blurb("Whether each frame crosses to the GPU once and is converted there (a build with the cuda feature and a GPU provider active); false: converted on the CPU")
+                    .read_only()
+                    .build(),
                 glib::ParamSpecUInt64::builder("frames-processed")
                     .nick("Frames processed")
                     .blurb("Frames that went through the network since start")
@@ -698,6 +724,7 @@ impl ObjectImpl for Derain {
                 let st = lock(&self.stats);
                 match name {
                     "active-provider" => st.active_provider.to_value(),
+                    "gpu-frames" => st.gpu_frames.to_value(),
                     "frames-processed" => st.frames_processed.to_value(),
                     "frames-dropped" => st.frames_dropped.to_value(),
                     "frames-passed" => st.frames_passed.to_value(),
@@ -757,12 +784,32 @@ impl BaseTransformImpl for Derain {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
-        let (model, generator) = self.load(&settings)?;
+        let (model, mut generator) = self.load(&settings)?;
+        let gpu_frames = match generator.use_gpu_frames() {
+            Ok(true) => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "frames cross to the GPU once and are converted there"
+                );
+                true
+            }
+            Ok(false) => false,
+            Err(why) => {
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "converting frames on the CPU: the GPU frame path is unavailable ({why})"
+                );
+                false
+            }
+        };
         {
             let mut stats = lock(&self.stats);
             *stats = Stats::default();
             stats.running = true;
             stats.active_provider = generator.provider().to_string();
+            stats.gpu_frames = gpu_frames;
         }
         *lock(&self.state) = Some(State {
             model,
@@ -773,6 +820,7 @@ impl BaseTransformImpl for Derain {
             padded: (0, 0),
             tensor: Vec::new(),
             live: None,
+            gpu_frames,
         });
         Ok(())
     }
