@@ -44,6 +44,20 @@ test: setup
 	$(CARGO) test -p derain --features train --lib -- train::
 	$(CARGO) test -p derain --features train --test train_step --test train_checkpoint \
 		--test train_export --test train_run --test train_kill --test train_gpu
+	# GPU tests are #[ignore]d, so a machine without a GPU reports them as ignored, never passed.
+	@if ! { command -v nvidia-smi > /dev/null && nvidia-smi -L > /dev/null 2>&1; }; then \
+	  echo "make test: no NVIDIA GPU here: the GPU tests (tests/gpu.rs, tests/train_gpu.rs," \
+	    "plugins/gst-derain/tests/gpu.rs) are ignored, not passed: the GPU path is unmeasured"; \
+	else \
+	  $(CARGO) test -p derain --features train --test train_gpu -- --ignored || exit 1; \
+	  if [ -f .deps/gpu.env ]; then \
+	    . .deps/gpu.env && $(CARGO) test -p derain --features cuda --test gpu -- --ignored && \
+	      $(CARGO) test -p gst-plugin-derain --features cuda --test gpu -- --ignored || exit 1; \
+	  else \
+	    echo "make test: a GPU is here but ONNX Runtime is the CPU build: run make setup GPU=1" \
+	      "for the provider and frame-conversion tests (not run)"; \
+	  fi; \
+	fi
 
 lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
