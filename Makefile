@@ -13,7 +13,7 @@ DETECTOR ?= $(DATA)/models/yolox_nano_416.onnx
 PAIRS ?= $(DATA)/pairs/carla-dev
 PROVIDER ?= auto
 
-.PHONY: val-data setup build release train-build test lint demo bench bench-gpu eval-detect soak \
+.PHONY: val-data setup build release train-build test lint demo bench bench-gpu eval-dev eval-detect soak \
 	latency fuzz install uninstall clean
 
 setup:
@@ -97,6 +97,10 @@ bench-gpu: setup
 		echo "make bench-gpu: the GPU build of ONNX Runtime is not set up: run make setup GPU=1" >&2; \
 		exit 1; }
 	. .deps/gpu.env && $(CARGO) bench -p gst-plugin-derain --features cuda --bench gpu
+
+# A model's scores on the held-out dev sets (PSNR-Y/SSIM-Y on three pair sets, NIQE on real rain).
+eval-dev: release
+	@MODEL="$(or $(MODEL),models/derain-lite.onnx)" PROVIDER="$(PROVIDER)" ./scripts/eval-dev.sh
 
 # Does deraining help the detector? mAP@0.5 on rainy vs derained pairs (see README).
 EVAL_DETECT = MODEL="$(MODEL)" DETECTOR="$(DETECTOR)" PAIRS="$(PAIRS)" PROVIDER="$(PROVIDER)" \
