@@ -145,6 +145,44 @@ fn a_run_writes_its_files_resumes_and_exports() {
     assert_eq!(model16.card().precision, derain::card::Precision::Fp16);
     assert_eq!(model16.card().parameters, model.card().parameters);
     assert!(model16.bytes().len() < model.bytes().len());
+
+    // --card: additions merged into the card; a malformed one is refused and writes nothing.
+    let extra = tmp.path().join("card.json");
+    std::fs::write(
+        &extra,
+        r#"{"training": {"wall_time_s": 12.5, "command": "derain train ..."},
+            "scores": {"rain12": {"psnr_y": 31.0}}, "licence": "MIT"}"#,
+    )
+    .unwrap();
+    let carded = tmp.path().join("tiny-card.onnx");
+    let o = Command::new(exe)
+        .args(["export", dir.to_str().unwrap(), "--card"])
+        .arg(&extra)
+        .arg("--out")
+        .arg(&carded)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let card = derain::model::Model::from_path(&carded)
+        .unwrap()
+        .card()
+        .clone();
+    assert_eq!(card.training["wall_time_s"], 12.5);
+    assert_eq!(card.training["steps"], 6, "the trainer's own fields stay");
+    assert_eq!(card.scores["rain12"]["psnr_y"], 31.0);
+    assert!(card.scores["validation"]["psnr_y"].is_number());
+    assert_eq!(card.licence, "MIT");
+    std::fs::write(&extra, r#"{"steps": 7}"#).unwrap();
+    let refused = tmp.path().join("refused.onnx");
+    let o = Command::new(exe)
+        .args(["export", dir.to_str().unwrap(), "--card"])
+        .arg(&extra)
+        .arg("--out")
+        .arg(&refused)
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && !refused.exists());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("`steps`"));
 }
 
 #[test]

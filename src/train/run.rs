@@ -219,9 +219,15 @@ impl RunConfig {
             .try_into()
             .map_err(|e: toml::de::Error| cfg_err(e.to_string()))?;
         if let Some(base) = base.filter(|b| !b.as_os_str().is_empty()) {
+            // Absolute and without `..`: the run directory keeps a copy of this config, which
+            // must name the same files from there (and on the exported model's card).
             let fix = |p: &mut PathBuf| {
                 if p.is_relative() {
-                    *p = base.join(&*p);
+                    let joined = base.join(&*p);
+                    *p = joined
+                        .canonicalize()
+                        .or_else(|_| std::path::absolute(&joined))
+                        .unwrap_or(joined);
                 }
             };
             cfg.data.clean.iter_mut().for_each(fix);
@@ -706,12 +712,16 @@ fn write_samples(
 /// Exports G_B (or G_R with `rain`) of a run directory or checkpoint file to `out`, with a card
 /// recording the architecture, the training (stage, steps, data, losses and weights, seed) and
 /// the last validation scores. Returns the file's size.
+///
+/// `card_extra`, a JSON object, adds to the card: its `training` and `scores` objects are merged
+/// into the card's (e.g. wall time, the exact command, dev-set scores), `licence` replaces it.
 pub fn export(
     source: &Path,
     out: &Path,
     rain: bool,
     fp16: bool,
     name: Option<&str>,
+    card_extra: Option<&serde_json::Value>,
 ) -> Result<usize, RunError> {
     let (dir, ckpt) = if source.is_dir() {
         (Some(source.to_owned()), source.join(CHECKPOINT_FILE))
@@ -759,6 +769,39 @@ pub fn export(
     });
     if let Some(v) = &last_validation {
         card.scores = serde_json::json!({ "validation": v });
+    }
+    if let Some(extra) = card_extra {
+        let Some(extra) = extra.as_object() else {
+            return Err(RunError::Other(
+                "the card additions must be a JSON object with `training`, `scores` or \
+                 `licence`"
+                    .into(),
+            ));
+        };
+        for (key, value) in extra {
+            match (key.as_str(), value) {
+                ("training" | "scores", serde_json::Value::Object(add)) => {
+                    let target = if key == "training" {
+                        &mut card.training
+                    } else {
+                        &mut card.scores
+                    };
+                    if !target.is_object() {
+                        *target = serde_json::json!({});
+                    }
+                    if let Some(t) = target.as_object_mut() {
+                        t.extend(add.clone());
+                    }
+                }
+                ("licence", serde_json::Value::String(l)) => card.licence = l.clone(),
+                _ => {
+                    return Err(RunError::Other(format!(
+                        "card additions: `{key}` must be `training` or `scores` (objects) or \
+                         `licence` (a string)"
+                    )));
+                }
+            }
+        }
     }
     let which = if rain {
         GeneratorOutput::Rain

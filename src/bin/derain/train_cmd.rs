@@ -53,6 +53,10 @@ pub struct ExportArgs {
     /// Model name for the card (default: the run's name).
     #[arg(long)]
     name: Option<String>,
+    /// A JSON file adding to the card: `training` and `scores` objects merged into the card's
+    /// (wall time, the command, dev-set scores), `licence` a string.
+    #[arg(long)]
+    card: Option<PathBuf>,
 }
 
 #[cfg(not(feature = "train"))]
@@ -126,13 +130,25 @@ pub fn train(args: TrainArgs) -> Result<()> {
 
 #[cfg(feature = "train")]
 pub fn export(args: ExportArgs) -> Result<()> {
+    use anyhow::Context;
     use derain::train::run;
+    let extra = match &args.card {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
+            Some(value)
+        }
+        None => None,
+    };
     let written = run::export(
         &args.source,
         &args.out,
         args.rain,
         args.fp16,
         args.name.as_deref(),
+        extra.as_ref(),
     )?;
     println!("wrote {} ({} bytes)", args.out.display(), written);
     Ok(())
