@@ -7,7 +7,8 @@ PREFIX_BIN ?= $(HOME)/.local/bin
 GST_USER_PLUGINS ?= $(HOME)/.local/share/gstreamer-1.0/plugins
 DERAIN_LIB ?= $(HOME)/.local/share/derain/lib
 DATA ?= $(abspath ../shared/data)
-# `make eval-detect`: MODEL empty = an identity stand-in (no trained model ships yet).
+# `make eval-detect` / `make eval-dev`: MODEL defaults to the shipped derain-lite (eval-detect
+# stands in an identity model where none ships).
 MODEL ?=
 DETECTOR ?= $(DATA)/models/yolox_nano_416.onnx
 PAIRS ?= $(DATA)/pairs/carla-dev
@@ -103,7 +104,7 @@ eval-dev: release
 	@MODEL="$(or $(MODEL),models/derain-lite.onnx)" PROVIDER="$(PROVIDER)" ./scripts/eval-dev.sh
 
 # Does deraining help the detector? mAP@0.5 on rainy vs derained pairs (see README).
-EVAL_DETECT = MODEL="$(MODEL)" DETECTOR="$(DETECTOR)" PAIRS="$(PAIRS)" PROVIDER="$(PROVIDER)" \
+EVAL_DETECT = MODEL="$(or $(MODEL),$(wildcard models/derain-lite.onnx))" DETECTOR="$(DETECTOR)" PAIRS="$(PAIRS)" PROVIDER="$(PROVIDER)" \
 	./scripts/eval-detect.sh
 eval-detect: setup
 	@$(EVAL_DETECT) --check-inputs

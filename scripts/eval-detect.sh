@@ -6,7 +6,7 @@
 #   MODEL=M.onnx DETECTOR=D.onnx PAIRS=DIR PROVIDER=auto scripts/eval-detect.sh [--check-inputs]
 #
 # --check-inputs only checks the detector, pairs and model exist (make runs it before building).
-# MODEL empty: no trained model ships yet, so an identity model (output = input) stands in; the
+# MODEL empty (make passes models/derain-lite.onnx when it exists): an identity model (output = input) stands in; the
 # two figures must then be equal, and the script fails if they are not.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
