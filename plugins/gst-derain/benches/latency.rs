@@ -18,39 +18,16 @@
 //!
 //! Prints the figures; exits non-zero when a check fails.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
+#[path = "common.rs"]
+mod common;
+use common::{Checks, env_or, model_file, percentile};
+
 use derain::onnx::fixtures;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn model_file(bytes: &[u8]) -> tempfile::NamedTempFile {
-    let mut f = tempfile::Builder::new()
-        .suffix(".onnx")
-        .tempfile()
-        .expect("temp file");
-    f.write_all(bytes).expect("write model");
-    f
-}
-
-fn percentile(values: &[f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let idx = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
-    v[idx]
-}
 
 /// The bound is a p99 (of processing times, plus max-lateness): frames preempted for longer on
 /// this shared machine may pass it. Allowed: this percentage of the frames.
@@ -241,19 +218,6 @@ fn run(model: &str, policy: &str, seconds: f64) -> Outcome {
     out
 }
 
-struct Checks {
-    failed: Vec<String>,
-}
-
-impl Checks {
-    fn check(&mut self, ok: bool, what: String) {
-        println!("  [{}] {what}", if ok { "ok" } else { "FAIL" });
-        if !ok {
-            self.failed.push(what);
-        }
-    }
-}
-
 fn describe(name: &str, o: &Outcome) {
     let n = o.e2e.len();
     let tenth = (n / 10).max(1);
@@ -307,7 +271,7 @@ fn main() {
          ! queue ! fakesink sync=true, {seconds} s per run; slow model slow_conv({layers} layers); {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let mut c = Checks { failed: Vec::new() };
+    let mut c = Checks::default();
 
     let o = run(&path(&slow), "drop-late", seconds);
     describe("drop-late, slow model", &o);

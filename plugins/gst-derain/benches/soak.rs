@@ -25,20 +25,16 @@
 //!
 //! Prints the figures as it goes; exits non-zero when a check fails.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
-use derain::onnx::fixtures;
+#[path = "common.rs"]
+mod common;
+use common::{Checks, env_or, model_file, percentile};
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use derain::onnx::fixtures;
 
 /// Resident memory (kB), open descriptors and threads of this process (Linux /proc).
 #[derive(Debug, Clone, Copy)]
@@ -78,38 +74,13 @@ impl std::fmt::Display for Usage {
     }
 }
 
-fn percentile(values: &[f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let idx = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
-    v[idx]
-}
-
-fn model_file(bytes: &[u8]) -> tempfile::NamedTempFile {
-    let mut f = tempfile::Builder::new()
-        .suffix(".onnx")
-        .tempfile()
-        .expect("temp file");
-    f.write_all(bytes).expect("write model");
-    f
-}
-
-struct Checks {
-    failed: Vec<String>,
-}
-
-impl Checks {
-    fn check(&mut self, ok: bool, what: String) {
-        println!("  [{}] {what}", if ok { "ok" } else { "FAIL" });
-        if !ok {
-            self.failed.push(what);
-        }
-    }
-
+/// The soak's own check on top of [`Checks`].
+trait NoLeaks {
     /// Memory within 5 MB, descriptors and threads unchanged, between `before` and `after`.
+    fn no_leaks(&mut self, before: Usage, after: Usage);
+}
+
+impl NoLeaks for Checks {
     fn no_leaks(&mut self, before: Usage, after: Usage) {
         let grown_mb = (after.rss_kb as f64 - before.rss_kb as f64) / 1024.0;
         self.check(
@@ -387,7 +358,7 @@ fn main() {
     let phase = |n: &str| phases.split(',').any(|p| p.trim() == n);
     let model = model_file(&fixtures::small_conv(1));
     let model = model.path().to_str().expect("utf-8").to_owned();
-    let mut c = Checks { failed: Vec::new() };
+    let mut c = Checks::default();
     const WARM_UP: u64 = 500;
     println!(
         "soak on {} cores; model small_conv (CPU, 1 thread); start: {}",
