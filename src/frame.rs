@@ -460,6 +460,19 @@ pub fn frame_to_tensor(
     Ok((hp, wp))
 }
 
+/// An `hp`×`wp` tensor must cover the frame it is cropped back into.
+pub fn check_tensor_covers(layout: &FrameLayout, hp: usize, wp: usize) -> Result<(), FrameError> {
+    if hp < layout.height || wp < layout.width {
+        return Err(FrameError::TensorTooSmall {
+            hp,
+            wp,
+            width: layout.width,
+            height: layout.height,
+        });
+    }
+    Ok(())
+}
+
 /// Tensor → frame. `tensor` is `3*hp*wp` floats (hp, wp as from [`padded_size`]; any size at
 /// least the frame's works); the top-left `layout.width`×`layout.height` region is written into
 /// `planes`, the padding is dropped. Values are clamped to [0,1] and rounded to nearest. Alpha and
@@ -472,15 +485,8 @@ pub fn tensor_to_frame(
     planes: &mut [&mut [u8]],
 ) -> Result<(), FrameError> {
     layout.check_planes(planes)?;
+    check_tensor_covers(layout, hp, wp)?;
     let (w, h) = (layout.width, layout.height);
-    if hp < h || wp < w {
-        return Err(FrameError::TensorTooSmall {
-            hp,
-            wp,
-            width: w,
-            height: h,
-        });
-    }
     let plane_size = check_tensor_len(hp, wp, tensor.len())?;
     let (r, rest) = tensor.split_at(plane_size);
     let (g, b) = rest.split_at(plane_size);

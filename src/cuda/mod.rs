@@ -386,16 +386,8 @@ impl CudaFrames {
         wp: usize,
         layout: &FrameLayout,
     ) -> Result<(), CudaError> {
+        frame::check_tensor_covers(layout, hp, wp)?;
         let (w, h) = (layout.width, layout.height);
-        if hp < h || wp < w {
-            return Err(FrameError::TensorTooSmall {
-                hp,
-                wp,
-                width: w,
-                height: h,
-            }
-            .into());
-        }
         let shapes = plane_shapes(layout)?;
         if self.planes.len() < shapes.len()
             || shapes
