@@ -78,6 +78,14 @@ if ! pip_has onnxruntime "$ORT_VERSION"; then
   .venv/bin/python -m pip install -q --disable-pip-version-check "onnxruntime==$ORT_VERSION"
 fi
 if [ "$SETUP_TORCH" = "1" ] && ! pip_has torch "$TORCH_VERSION"; then
+  # The wheel and its nvidia-* dependencies take about 4.8 GB installed, plus pip's unpacking:
+  # say so up front rather than let pip fail half-way with ENOSPC.
+  free_kb="$(df -Pk .venv | awk 'NR==2 {print $4}')"
+  if [ -n "$free_kb" ] && [ "$free_kb" -lt $((7 * 1024 * 1024)) ]; then
+    echo "setup: error: torch==$TORCH_VERSION needs about 7 GB free to install into $ROOT/.venv;" \
+      "only $((free_kb / 1024 / 1024)) GB free there (SETUP_TORCH=0 skips it: only training needs it)" >&2
+    exit 1
+  fi
   say "installing torch==$TORCH_VERSION (large, about a minute)"
   .venv/bin/python -m pip install -q --disable-pip-version-check "torch==$TORCH_VERSION"
 fi
