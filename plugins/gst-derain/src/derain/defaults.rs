@@ -51,8 +51,10 @@ pub fn open(options: &SessionOptions) -> Result<(Model, Generator, String), Stri
     match (LITE, R9) {
         (Some(lite), _) => {
             let m = model(lite, "derain-lite")?;
+            // With derain-r9 in the build, lite is the CPU model (auto fell back to the CPU);
+            // without it, lite is the only model and goes wherever the provider setting says.
             let cpu = SessionOptions {
-                provider: if wants_gpu && options.provider != Provider::Auto {
+                provider: if R9.is_none() || (wants_gpu && options.provider != Provider::Auto) {
                     options.provider
                 } else {
                     Provider::Cpu
