@@ -9,7 +9,11 @@ use synthetic_rain::tiny_config;
 
 #[test]
 fn checkpoint_of_another_architecture_is_refused_by_name() {
-    let r9 = tiny_config(GeneratorArch::Resnet9 { base: 4, blocks: 1 });
+    let r9 = tiny_config(GeneratorArch::Resnet9 {
+        base: 4,
+        blocks: 1,
+        residual: false,
+    });
     let lite = tiny_config(GeneratorArch::Lite {
         factor: 4,
         channels: 8,
@@ -76,7 +80,11 @@ fn saving_replaces_the_old_checkpoint_and_failures_leave_it() {
 
 #[test]
 fn files_that_are_not_checkpoints_are_named() {
-    let cfg = tiny_config(GeneratorArch::Resnet9 { base: 4, blocks: 1 });
+    let cfg = tiny_config(GeneratorArch::Resnet9 {
+        base: 4,
+        blocks: 1,
+        residual: false,
+    });
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"not a checkpoint").unwrap();

@@ -124,6 +124,17 @@ fn resnet9_export_matches() {
     check_architecture(GeneratorArch::Resnet9 {
         base: 16,
         blocks: 9,
+        residual: false,
+    });
+}
+
+/// The residual variant derain-r9 ships as: `clean = clip(rainy − r, 0, 1)` in both.
+#[test]
+fn resnet9_residual_export_matches() {
+    check_architecture(GeneratorArch::Resnet9 {
+        base: 8,
+        blocks: 2,
+        residual: true,
     });
 }
 
@@ -176,6 +187,7 @@ fn fp16_export_within_45_db() {
         GeneratorArch::Resnet9 {
             base: 16,
             blocks: 9,
+            residual: false,
         },
         GeneratorArch::Lite {
             factor: 4,

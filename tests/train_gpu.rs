@@ -40,7 +40,11 @@ fn terms(r: &StepReport) -> Vec<(&'static str, f64)> {
 }
 
 fn steps(device: &str) -> Vec<StepReport> {
-    let mut cfg = tiny_config(GeneratorArch::Resnet9 { base: 8, blocks: 2 });
+    let mut cfg = tiny_config(GeneratorArch::Resnet9 {
+        base: 8,
+        blocks: 2,
+        residual: false,
+    });
     cfg.device = device.to_owned();
     let mut t = Trainer::new(&cfg).expect("trainer");
     let mut out = Vec::new();

@@ -8,7 +8,11 @@ use derain::train::{Batch, GeneratorArch, ParamGrad, Trainer};
 use synthetic_rain::{anlcl_batch, parameters, pretrain_batch, tiny_config};
 
 fn small_resnet9() -> GeneratorArch {
-    GeneratorArch::Resnet9 { base: 8, blocks: 2 }
+    GeneratorArch::Resnet9 {
+        base: 8,
+        blocks: 2,
+        residual: false,
+    }
 }
 
 fn norms<'a>(grads: &'a [ParamGrad], prefix: &str) -> Vec<&'a ParamGrad> {

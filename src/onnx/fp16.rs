@@ -347,7 +347,17 @@ mod tests {
     }
 
     fn small() -> ModelProto {
-        parse(&resnet9_random(&Resnet9Config { base: 4, blocks: 2 }, 3).expect("builds"))
+        parse(
+            &resnet9_random(
+                &Resnet9Config {
+                    base: 4,
+                    blocks: 2,
+                    residual: false,
+                },
+                3,
+            )
+            .expect("builds"),
+        )
     }
 
     fn elem_type(vi: &onnx_protobuf::ValueInfoProto) -> i32 {
@@ -445,7 +455,12 @@ mod tests {
         assert_eq!(model.card().precision, Precision::Fp16);
         assert_eq!(
             model.card().parameters,
-            Resnet9Config { base: 4, blocks: 2 }.parameter_count()
+            Resnet9Config {
+                base: 4,
+                blocks: 2,
+                residual: false
+            }
+            .parameter_count()
         );
         // Half the weight bytes.
         assert!(bytes.len() * 10 < to_bytes(&m32).unwrap().len() * 6);

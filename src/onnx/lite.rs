@@ -18,7 +18,7 @@ use onnx_protobuf::ModelProto;
 
 use super::builder::BuildError;
 use super::net::{GeneratorOutput, NetWriter};
-use crate::card::{ModelCard, OUTPUT_NAME};
+use crate::card::ModelCard;
 
 /// The size of a lite generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,12 +116,7 @@ pub fn lite(
     let x = n.conv(&x, "tail", c, k, 3, 1, 1);
     let rain = n.depth_to_space(&x, f);
     match output {
-        GeneratorOutput::Clean => {
-            let y = n.g.sub(&input, &rain);
-            let lo = n.g.scalar(0.0);
-            let hi = n.g.scalar(1.0);
-            n.g.node("Clip", &[&y, &lo, &hi], &[OUTPUT_NAME], vec![]);
-        }
+        GeneratorOutput::Clean => n.clip_difference(&input, &rain),
         GeneratorOutput::Rain => n.tanh_output(&rain, output),
     }
     n.finish(output, card, cfg.architecture(), cfg.multiple_of())

@@ -147,6 +147,14 @@ impl<'a> NetWriter<'a> {
         }
     }
 
+    /// The head of a network that predicts the rain layer `r`: `clean = clip(rainy − r, 0, 1)`.
+    pub fn clip_difference(&mut self, rainy: &str, rain: &str) {
+        let y = self.g.sub(rainy, rain);
+        let lo = self.g.scalar(0.0);
+        let hi = self.g.scalar(1.0);
+        self.g.node("Clip", &[&y, &lo, &hi], &[OUTPUT_NAME], vec![]);
+    }
+
     /// Declares the output and finishes the model; the card gets the architecture,
     /// `multiple_of`, the parameter count of the weights created and GMAC per megapixel.
     pub fn finish(

@@ -25,6 +25,12 @@ pub struct Resnet9Config {
     pub base: usize,
     /// Residual blocks at quarter resolution.
     pub blocks: usize,
+    /// Predict the rain layer and subtract it (`clean = clip(rainy − r, 0, 1)`, as derain-lite
+    /// does) instead of drawing the clean image through `tanh`. Same weights and cost; a
+    /// global skip the paper's network lacks, added because the plain network has to learn the
+    /// identity through two downsamplings and learned stage 1 about three times slower
+    /// (models/README.md).
+    pub residual: bool,
 }
 
 impl Default for Resnet9Config {
@@ -32,6 +38,7 @@ impl Default for Resnet9Config {
         Self {
             base: 16,
             blocks: 9,
+            residual: false,
         }
     }
 }
@@ -40,9 +47,14 @@ impl Resnet9Config {
     /// H and W must be multiples of this (two stride-2 layers).
     pub const MULTIPLE_OF: u32 = 4;
 
-    /// The architecture string for the card, e.g. `resnet9(base=16, blocks=9)`.
+    /// The architecture string for the card, e.g. `resnet9(base=16, blocks=9)` or
+    /// `resnet9(base=16, blocks=9, residual)`.
     pub fn architecture(&self) -> String {
-        format!("resnet9(base={}, blocks={})", self.base, self.blocks)
+        let residual = if self.residual { ", residual" } else { "" };
+        format!(
+            "resnet9(base={}, blocks={}{residual})",
+            self.base, self.blocks
+        )
     }
 
     /// Every learned tensor, in the order [`resnet9`] asks for them: name and shape.
@@ -114,8 +126,8 @@ pub fn resnet9_with_output(
     output: GeneratorOutput,
 ) -> Result<ModelProto, BuildError> {
     let b = cfg.base;
-    let (mut n, x) = NetWriter::new("resnet9", weights);
-    let x = n.signed(&x);
+    let (mut n, input) = NetWriter::new("resnet9", weights);
+    let x = n.signed(&input);
 
     let x = n.g.reflect_pad(&x, 3);
     let x = n.conv(&x, "enc.0", 3, b, 7, 1, 0);
@@ -141,7 +153,11 @@ pub fn resnet9_with_output(
     let x = n.norm_relu(&x, b);
     let x = n.g.reflect_pad(&x, 3);
     let x = n.conv(&x, "dec.2", b, 3, 7, 1, 0);
-    n.tanh_output(&x, output);
+    if cfg.residual && output == GeneratorOutput::Clean {
+        n.clip_difference(&input, &x);
+    } else {
+        n.tanh_output(&x, output);
+    }
     n.finish(output, card, cfg.architecture(), Resnet9Config::MULTIPLE_OF)
 }
 
@@ -186,6 +202,7 @@ mod tests {
         let c32 = Resnet9Config {
             base: 32,
             blocks: 9,
+            residual: false,
         }
         .parameter_count();
         assert!((2_840_000..2_870_000).contains(&c32), "{c32}");
@@ -246,7 +263,11 @@ mod tests {
 
     #[test]
     fn seeded_and_custom_weights() {
-        let cfg = Resnet9Config { base: 4, blocks: 2 };
+        let cfg = Resnet9Config {
+            base: 4,
+            blocks: 2,
+            residual: false,
+        };
         assert_eq!(
             resnet9_random(&cfg, 5).unwrap(),
             resnet9_random(&cfg, 5).unwrap()
@@ -299,5 +320,33 @@ mod tests {
         let mean = y.iter().sum::<f32>() / y.len() as f32;
         let var = y.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / y.len() as f32;
         assert!(var > 1e-5, "output is constant");
+    }
+
+    /// The residual variant with all weights zero predicts no rain: the output is the input,
+    /// while the plain one gives tanh(0) mapped to 0.5 everywhere.
+    #[test]
+    fn residual_variant_with_zero_weights_passes_the_input_through() {
+        let x: Vec<f32> = (0..3 * 8 * 12).map(|i| i as f32 / 300.0).collect();
+        for residual in [true, false] {
+            let cfg = Resnet9Config {
+                base: 2,
+                blocks: 1,
+                residual,
+            };
+            let mut zeros = |_: &str, shape: &[usize]| vec![0.0; shape.iter().product()];
+            let m = resnet9(&cfg, &ModelCard::new("t"), &mut zeros).unwrap();
+            let card = ModelCard::from_json(&m.metadata_props[0].value).unwrap();
+            assert_eq!(card.architecture, cfg.architecture());
+            assert_eq!(card.architecture.contains("residual"), residual);
+            let Some(mut s) = ort_session(&to_bytes(&m).unwrap()) else {
+                return;
+            };
+            let (_, y) = run_f32(&mut s, [1, 3, 8, 12], &x);
+            if residual {
+                assert_eq!(y, x);
+            } else {
+                assert!(y.iter().all(|v| (v - 0.5).abs() < 1e-6));
+            }
+        }
     }
 }

@@ -70,6 +70,10 @@ pub enum GeneratorArch {
         /// Residual blocks.
         #[serde(default = "default_r9_blocks")]
         blocks: usize,
+        /// Predict the rain layer and subtract it instead of drawing the clean image through
+        /// `tanh` ([`Resnet9Config::residual`]); G_R is unchanged.
+        #[serde(default)]
+        residual: bool,
     },
     /// The authors' full-resolution network ([`crate::onnx::fullres`]): a GPU network.
     Fullres {
@@ -122,6 +126,7 @@ impl Default for GeneratorArch {
         GeneratorArch::Resnet9 {
             base: default_r9_base(),
             blocks: default_r9_blocks(),
+            residual: false,
         }
     }
 }
@@ -130,9 +135,16 @@ impl GeneratorArch {
     /// The architecture string the exported card carries, e.g. `resnet9(base=16, blocks=9)`.
     pub fn describe(&self) -> String {
         match *self {
-            GeneratorArch::Resnet9 { base, blocks } => {
-                Resnet9Config { base, blocks }.architecture()
+            GeneratorArch::Resnet9 {
+                base,
+                blocks,
+                residual,
+            } => Resnet9Config {
+                base,
+                blocks,
+                residual,
             }
+            .architecture(),
             GeneratorArch::Fullres { channels, blocks } => {
                 FullResConfig { channels, blocks }.architecture()
             }
@@ -161,9 +173,16 @@ impl GeneratorArch {
     /// Multiply-accumulates per input pixel of one generator.
     pub fn mac_per_pixel(&self) -> f64 {
         match *self {
-            GeneratorArch::Resnet9 { base, blocks } => {
-                Resnet9Config { base, blocks }.mac_per_pixel()
+            GeneratorArch::Resnet9 {
+                base,
+                blocks,
+                residual,
+            } => Resnet9Config {
+                base,
+                blocks,
+                residual,
             }
+            .mac_per_pixel(),
             GeneratorArch::Fullres { channels, blocks } => {
                 FullResConfig { channels, blocks }.mac_per_pixel()
             }
@@ -451,7 +470,7 @@ impl TrainConfig {
         self.device_setting()?;
         range("batch", self.batch, 1, 4096)?;
         match self.generator {
-            GeneratorArch::Resnet9 { base, blocks } => {
+            GeneratorArch::Resnet9 { base, blocks, .. } => {
                 range("generator.base", base, 1, 512)?;
                 range("generator.blocks", blocks, 0, 64)?;
             }

@@ -87,8 +87,16 @@ pub fn generator_model(generator: &Generator, card: &ModelCard) -> Result<ModelP
         };
         let output = generator.output();
         match *generator.arch() {
-            GeneratorArch::Resnet9 { base, blocks } => onnx::resnet9_with_output(
-                &Resnet9Config { base, blocks },
+            GeneratorArch::Resnet9 {
+                base,
+                blocks,
+                residual,
+            } => onnx::resnet9_with_output(
+                &Resnet9Config {
+                    base,
+                    blocks,
+                    residual,
+                },
                 card,
                 &mut weights,
                 output,
@@ -222,7 +230,11 @@ mod tests {
     #[test]
     fn rain_generator_parity() {
         for generator in [
-            GeneratorArch::Resnet9 { base: 4, blocks: 2 },
+            GeneratorArch::Resnet9 {
+                base: 4,
+                blocks: 2,
+                residual: false,
+            },
             GeneratorArch::Fullres {
                 channels: 4,
                 blocks: 2,

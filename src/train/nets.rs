@@ -466,7 +466,7 @@ impl Generator {
         let vs = VarStore::new(device);
         let p = vs.root();
         let net = match *arch {
-            GeneratorArch::Resnet9 { base, blocks } => {
+            GeneratorArch::Resnet9 { base, blocks, .. } => {
                 GenNet::Resnet9(Resnet9Net::new(&p, base as i64, blocks as i64, init))
             }
             GeneratorArch::Fullres { channels, blocks } => {
@@ -515,10 +515,14 @@ impl Generator {
         let xn = x * 2.0 - 1.0;
         let (y, _) = self.run(&xn, false);
         let y = y.expect("a full forward pass has an output");
-        match (&self.net, self.output) {
-            (GenNet::Lite(_), GeneratorOutput::Clean) => (x - y).clamp(0.0, 1.0),
-            (_, GeneratorOutput::Clean) => (y.tanh() + 1.0) * 0.5,
-            (_, GeneratorOutput::Rain) => y.tanh(),
+        let residual = matches!(
+            self.arch,
+            GeneratorArch::Lite { .. } | GeneratorArch::Resnet9 { residual: true, .. }
+        );
+        match self.output {
+            GeneratorOutput::Clean if residual => (x - y).clamp(0.0, 1.0),
+            GeneratorOutput::Clean => (y.tanh() + 1.0) * 0.5,
+            GeneratorOutput::Rain => y.tanh(),
         }
     }
 
@@ -774,8 +778,17 @@ mod tests {
         type Shapes = Vec<(String, Vec<usize>)>;
         let cases: [(GeneratorArch, Shapes); 3] = [
             (
-                GeneratorArch::Resnet9 { base: 4, blocks: 2 },
-                Resnet9Config { base: 4, blocks: 2 }.parameter_shapes(),
+                GeneratorArch::Resnet9 {
+                    base: 4,
+                    blocks: 2,
+                    residual: false,
+                },
+                Resnet9Config {
+                    base: 4,
+                    blocks: 2,
+                    residual: false,
+                }
+                .parameter_shapes(),
             ),
             (
                 GeneratorArch::Fullres {
@@ -813,7 +826,11 @@ mod tests {
     fn shapes_ranges_and_features() {
         let x = Tensor::rand([2, 3, 32, 40], (Kind::Float, Device::Cpu));
         for arch in [
-            GeneratorArch::Resnet9 { base: 4, blocks: 3 },
+            GeneratorArch::Resnet9 {
+                base: 4,
+                blocks: 3,
+                residual: false,
+            },
             GeneratorArch::Fullres {
                 channels: 4,
                 blocks: 4,
