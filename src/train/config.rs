@@ -615,6 +615,18 @@ mod tests {
         );
         let cfg = TrainConfig::from_toml_str("[generator]\narch = \"fullres\"\n", "t").unwrap();
         assert_eq!(cfg.generator.describe(), "fullres(channels=32, blocks=16)");
+        // Configs written before the residual option read as the plain network.
+        let cfg = TrainConfig::from_toml_str("[generator]\narch = \"resnet9\"\n", "t").unwrap();
+        assert_eq!(cfg.generator.describe(), "resnet9(base=16, blocks=9)");
+        let cfg =
+            TrainConfig::from_toml_str("[generator]\narch = \"resnet9\"\nresidual = true\n", "t")
+                .unwrap();
+        assert_eq!(
+            cfg.generator.describe(),
+            "resnet9(base=16, blocks=9, residual)"
+        );
+        let back = TrainConfig::from_toml_str(&cfg.to_toml_string(), "round trip").unwrap();
+        assert_eq!(back, cfg);
     }
 
     #[test]
