@@ -635,6 +635,15 @@ fn libraries_hint(e: String) -> String {
     )
 }
 
+/// Whether a GPU provider could run here, without building a session: the ONNX Runtime library
+/// was built with CUDA and the driver reports device `options.device_id`. Lets `auto` callers
+/// skip work only a GPU would use (the element's default model choice).
+pub fn gpu_provider_possible(options: &SessionOptions) -> bool {
+    environment(options.ort_library.as_deref()).is_ok()
+        && require_compiled::<ep::CUDA>(Provider::Cuda).is_ok()
+        && require_gpu(Provider::Cuda, options.device_id).is_ok()
+}
+
 fn require_compiled<E: ExecutionProvider>(provider: Provider) -> Result<(), RuntimeError> {
     match E::is_available() {
         Ok(true) => Ok(()),

@@ -53,6 +53,21 @@ fn loading_providers_and_inference() {
         eprintln!("note: a GPU build of ONNX Runtime is loaded; CPU-only checks skipped");
     }
 
+    // 4b. The cheap check the element's default-model choice relies on never hides a GPU that
+    // `auto` can use, and says no where there is no NVIDIA device at all.
+    let possible = runtime::gpu_provider_possible(&SessionOptions::default());
+    assert!(
+        !gpu_build || possible,
+        "auto runs on {} but gpu_provider_possible says no",
+        g.provider()
+    );
+    if !std::path::Path::new("/dev/nvidiactl").exists() {
+        assert!(
+            !possible,
+            "no NVIDIA device here, yet a GPU provider is possible"
+        );
+    }
+
     // 5. Sessions are counted and released.
     let before = runtime::open_sessions();
     drop(g);

@@ -28,7 +28,13 @@ fn model(bytes: &'static [u8], name: &str) -> Result<Model, String> {
 /// Picks and opens the default model for `options`; the string says which and why.
 pub fn open(options: &SessionOptions) -> Result<(Model, Generator, String), String> {
     let wants_gpu = options.provider != Provider::Cpu;
-    if let (true, Some(r9)) = (wants_gpu, R9) {
+    // With `auto` on a machine without a usable GPU, opening derain-r9 on the CPU only to drop
+    // it for derain-lite would cost a session build and its memory.
+    let try_r9 = wants_gpu
+        && (options.provider != Provider::Auto
+            || LITE.is_none()
+            || derain::runtime::gpu_provider_possible(options));
+    if let (true, Some(r9)) = (try_r9, R9) {
         let m = model(r9, "derain-r9")?;
         match Generator::new(&m, options) {
             Ok(g) if g.provider().is_gpu() => {
