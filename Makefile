@@ -44,7 +44,7 @@ test: setup
 	# The trainer (tch) on its own: a workspace-wide --features would reach the plugin too.
 	$(CARGO) test -p derain --features train --lib -- train::
 	$(CARGO) test -p derain --features train --test train_step --test train_checkpoint \
-		--test train_export --test train_run --test train_kill --test train_gpu
+		--test train_export --test train_import --test train_run --test train_kill --test train_gpu
 	# GPU tests are #[ignore]d, so a machine without a GPU reports them as ignored, never passed.
 	@if ! { command -v nvidia-smi > /dev/null && nvidia-smi -L > /dev/null 2>&1; }; then \
 	  echo "make test: no NVIDIA GPU here: the GPU tests (tests/gpu.rs, tests/train_gpu.rs," \

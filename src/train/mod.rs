@@ -9,10 +9,12 @@
 //! - [`trainer`]: [`Trainer`], one step of either stage, [`StepReport`].
 //! - [`checkpoint`]: atomic, exact save and resume.
 //! - [`export`]: generators to ONNX in the model contract.
+//! - [`import`]: a run started from an exported generator's weights.
 
 pub mod checkpoint;
 pub mod config;
 pub mod export;
+pub mod import;
 pub mod losses;
 pub mod nets;
 pub mod nonlocal;
@@ -23,6 +25,7 @@ pub mod trainer;
 pub use checkpoint::{CheckpointError, CheckpointInfo, read_info};
 pub use config::{ConfigError, GeneratorArch, Stage, TrainConfig};
 pub use export::{ExportError, generator_model, generator_onnx, write_generator};
+pub use import::ImportError;
 pub use trainer::{
     Batch, GradientProbe, NETWORK_NAMES, ParamGrad, StepReport, StepTimes, Terms, TrainError,
     Trainer,

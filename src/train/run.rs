@@ -95,7 +95,8 @@ pub struct LoopConfig {
     /// Validate, draw the charts and a sample grid every this many steps; 0 = once per epoch
     /// (one pass over the training frames).
     pub validate_every: u64,
-    /// Start from this checkpoint's networks (e.g. stage 1's) with fresh optimisers and step 0.
+    /// Start from this checkpoint's networks (e.g. stage 1's) with fresh optimisers and step 0;
+    /// or from an exported generator (`.onnx`, e.g. a shipped model: see [`super::import`]).
     pub init: Option<PathBuf>,
     /// Name recorded in exported model cards.
     pub name: String,
@@ -137,6 +138,8 @@ pub enum RunError {
     Data(#[from] DatasetError),
     #[error(transparent)]
     Export(#[from] super::ExportError),
+    #[error(transparent)]
+    Import(#[from] super::ImportError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -390,6 +393,14 @@ pub fn run(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<RunSummary, RunE
             return Err(RunError::RunExists(dir.to_owned()));
         }
         match &cfg.run.init {
+            Some(init) if super::import::is_model_path(init) => {
+                let t = Trainer::from_model(init, &cfg.train)?;
+                log::info!(
+                    "starting from the generator of model {} (G_B; see derain::train::import)",
+                    init.display()
+                );
+                t
+            }
             Some(init) => {
                 let mut t = Trainer::load(init, &cfg.train)?;
                 // A new stage: the networks carry over, the optimisers and schedule start anew.
