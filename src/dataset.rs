@@ -34,9 +34,10 @@ pub enum DatasetError {
     Synth(String),
 }
 
-/// Frames held in memory for random access.
+/// Frames held in memory for random access; clones share the frames.
+#[derive(Clone)]
 pub struct FramePool {
-    frames: Vec<RgbImage>,
+    frames: std::sync::Arc<Vec<RgbImage>>,
     summary: FootageSummary,
 }
 
@@ -66,7 +67,7 @@ impl FramePool {
             });
         }
         Ok(Self {
-            frames,
+            frames: frames.into(),
             summary: footage.summary().clone(),
         })
     }
@@ -74,7 +75,7 @@ impl FramePool {
     /// A pool from frames already in memory (tests, generated content).
     pub fn from_frames(frames: Vec<RgbImage>) -> Self {
         Self {
-            frames,
+            frames: frames.into(),
             summary: FootageSummary::default(),
         }
     }

@@ -4,7 +4,7 @@
 
 mod synthetic_rain;
 
-use derain::train::{Batch, GeneratorArch, ParamGrad, Trainer};
+use derain::train::{Batch, GeneratorArch, ParamGrad, SyntheticBatch, Trainer};
 use synthetic_rain::{anlcl_batch, parameters, pretrain_batch, tiny_config};
 
 fn small_resnet9() -> GeneratorArch {
@@ -58,6 +58,7 @@ fn gradients_reach_what_learns_and_nothing_frozen() {
         .probe_gradients(Batch::Anlcl {
             rainy: &rainy,
             clean: &clean,
+            synthetic: None,
         })
         .unwrap();
 
@@ -95,6 +96,7 @@ fn weight_zero_removes_a_term() {
         .probe_gradients(Batch::Anlcl {
             rainy: &rainy,
             clean: &clean,
+            synthetic: None,
         })
         .unwrap();
     assert_frozen(&probe.generator_phase, "heads_loc");
@@ -146,6 +148,105 @@ fn pretrain_step_is_supervised_plus_adversarial() {
         .step_pretrain(&rainy, &clean, &rain.narrow(0, 0, 1))
         .unwrap_err();
     assert!(err.to_string().contains("rain"), "{err}");
+}
+
+/// Stage 2 with `loss.synthetic`: the supervised terms on the synthetic pairs join ANLCL's terms
+/// and train both generators towards them; without the weight (or without pairs) they are absent.
+#[test]
+fn stage2_synthetic_term_joins_anlcl_and_lowers_its_loss() {
+    let mut cfg = tiny_config(small_resnet9());
+    cfg.loss.synthetic = 1.0;
+    let mut t = Trainer::new(&cfg).unwrap();
+    let (rainy, clean) = anlcl_batch(4, 2, 64);
+    let (s_rainy, s_clean, s_rain) = pretrain_batch(5, 2, 64);
+    let batch = Batch::Anlcl {
+        rainy: &rainy,
+        clean: &clean,
+        synthetic: Some(SyntheticBatch {
+            rainy: &s_rainy,
+            clean: &s_clean,
+            rain: &s_rain,
+        }),
+    };
+    let first = t.step_batch(batch).unwrap();
+    assert!(first.loss.supervised_clean.is_some() && first.loss.supervised_rain.is_some());
+    assert!(first.loss.layer_contrastive.is_some() && first.loss.location.is_some());
+    // Without the ANLCL terms the step is the supervised objective alone, which must fall.
+    let mut only = cfg.clone();
+    only.loss.adversarial = 0.0;
+    only.loss.layer_contrastive = 0.0;
+    only.loss.asymmetric = 0.0;
+    only.loss.location = 0.0;
+    only.loss.consistency = 0.0;
+    only.loss.sparsity = 0.0;
+    let mut t2 = Trainer::new(&only).unwrap();
+    let sup = |r: &derain::train::StepReport| {
+        r.loss.supervised_clean.unwrap() + r.loss.supervised_rain.unwrap()
+    };
+    let start = t2.step_batch(batch).unwrap();
+    let mut last = start.clone();
+    for _ in 0..10 {
+        last = t2.step_batch(batch).unwrap();
+    }
+    assert!(sup(&last) < sup(&start), "{} → {}", sup(&start), sup(&last));
+
+    // The weight at 0 ignores the pairs; pairs of another shape are an input error.
+    let mut off = cfg.clone();
+    off.loss.synthetic = 0.0;
+    let r = Trainer::new(&off).unwrap().step_batch(batch).unwrap();
+    assert!(r.loss.supervised_clean.is_none() && r.loss.supervised_rain.is_none());
+    let short = s_rain.narrow(0, 0, 1);
+    let err = t
+        .step_batch(Batch::Anlcl {
+            rainy: &rainy,
+            clean: &clean,
+            synthetic: Some(SyntheticBatch {
+                rainy: &s_rainy,
+                clean: &s_clean,
+                rain: &short,
+            }),
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("synthetic"), "{err}");
+}
+
+/// `optimiser.generator_warmup`: for the first steps G_B and G_R stay exactly as they were while
+/// the discriminator and the heads learn; after it the generators train again.
+#[test]
+fn generator_warmup_holds_the_generators_only() {
+    let mut cfg = tiny_config(small_resnet9());
+    cfg.optimiser.generator_warmup = 2;
+    let mut t = Trainer::new(&cfg).unwrap();
+    let (rainy, clean) = anlcl_batch(6, 2, 64);
+    let moved = |a: &[(String, tch::Tensor)], b: &[(String, tch::Tensor)], prefix: &str| {
+        a.iter()
+            .zip(b)
+            .filter(|(x, _)| x.0.starts_with(prefix))
+            .map(|(x, y)| (&x.1 - &y.1).abs().max().double_value(&[]))
+            .fold(0.0, f64::max)
+    };
+    // Copies: `parameters` may share storage with the live tensors.
+    let snapshot = |t: &Trainer| -> Vec<(String, tch::Tensor)> {
+        parameters(t)
+            .into_iter()
+            .map(|(n, v)| (n, v.copy()))
+            .collect()
+    };
+    let before = parameters(&t);
+    for _ in 0..2 {
+        let r = t.step_anlcl(&rainy, &clean).unwrap();
+        assert!(r.generator_total.is_finite());
+    }
+    let held = parameters(&t);
+    assert_eq!(moved(&before, &held, "gen_b."), 0.0);
+    assert_eq!(moved(&before, &held, "gen_r."), 0.0);
+    assert!(moved(&before, &held, "disc.") > 0.0);
+    assert!(moved(&before, &held, "heads_layer.") > 0.0);
+    assert!(moved(&before, &held, "heads_loc.") > 0.0);
+    t.step_anlcl(&rainy, &clean).unwrap();
+    let after = parameters(&t);
+    assert!(moved(&held, &after, "gen_b.") > 0.0);
+    assert!(moved(&held, &after, "gen_r.") > 0.0);
 }
 
 /// 30 steps lower the loss; saving at step 15, loading and continuing gives the parameters of

@@ -258,6 +258,11 @@ pub struct LossConfig {
     pub location: f64,
     /// Stage 1 only: L1 of B̂ to the clean frame and of R̂ to the rain layer.
     pub supervised: f64,
+    /// Stage 2 only: the same L1 terms on synthetic pairs rendered over the clean footage (as
+    /// stage 1 draws them), added to ANLCL's terms each step so that stage 2 on a small set of
+    /// real rain cannot unlearn what stage 1 taught. 0 (the default) leaves the term out: the
+    /// paper's unsupervised stage 2.
+    pub synthetic: f64,
     /// Temperature of every contrastive term (the paper prints 0.77, the authors' code uses 0.07).
     pub temperature: f64,
 }
@@ -272,6 +277,7 @@ impl Default for LossConfig {
             asymmetric: 0.01,
             location: 1.0,
             supervised: 1.0,
+            synthetic: 0.0,
             temperature: 0.07,
         }
     }
@@ -337,6 +343,10 @@ pub struct OptimiserConfig {
     pub decay_start: u64,
     /// Step at which the learning rate reaches 0.
     pub decay_end: u64,
+    /// For this many first steps the generators are held fixed while the discriminator and the
+    /// projection heads learn: when a stage starts from trained generators with a fresh
+    /// discriminator and heads, their first gradients are noise that would undo the generators.
+    pub generator_warmup: u64,
 }
 
 impl Default for OptimiserConfig {
@@ -348,6 +358,7 @@ impl Default for OptimiserConfig {
             eps: 1e-8,
             decay_start: 100_000,
             decay_end: 200_000,
+            generator_warmup: 0,
         }
     }
 }
@@ -504,6 +515,7 @@ impl TrainConfig {
             ("loss.asymmetric", l.asymmetric),
             ("loss.location", l.location),
             ("loss.supervised", l.supervised),
+            ("loss.synthetic", l.synthetic),
         ] {
             range(key, w, 0.0, 1e6)?;
         }

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::{
-    Batch, CheckpointError, ConfigError, Stage, StepReport, TrainConfig, TrainError, Trainer,
+    Batch, CheckpointError, ConfigError, Stage, StepReport, SyntheticBatch, TrainConfig,
+    TrainError, Trainer,
 };
 use crate::dataset::{DatasetError, FramePool, SyntheticPairs, UnpairedCrops, chw_to_image};
 use crate::footage::FootageOptions;
@@ -44,12 +45,13 @@ pub struct DataConfig {
     pub clean: Vec<PathBuf>,
     /// Real rainy footage (stage 2).
     pub rainy: Vec<PathBuf>,
-    /// Synthetic rain for stage 1.
+    /// Synthetic rain for stage 1 (and stage 2's `loss.synthetic` pairs).
     pub preset: Preset,
-    /// Stage 1: share of samples left dry (rainy = clean), so the generator learns to leave
-    /// rain-free frames alone.
+    /// Stage 1 (and stage 2's `loss.synthetic` pairs): share of samples left dry (rainy =
+    /// clean), so the generator learns to leave rain-free frames alone.
     pub dry_fraction: f64,
-    /// Stage 1: probability of keeping a preset's veil (haze) on a sample.
+    /// Stage 1 (and stage 2's `loss.synthetic` pairs): probability of keeping a preset's veil
+    /// (haze) on a sample.
     pub veil_probability: f64,
     /// Integer downscale of every frame (the paper trains on 4× downscaled frames).
     pub downscale: u32,
@@ -300,7 +302,9 @@ impl RunConfig {
 /// The data of one stage.
 enum Data {
     Synthetic(SyntheticPairs),
-    Unpaired(UnpairedCrops),
+    /// Stage 2: real rain with unpaired clean crops, and synthetic pairs over the same clean
+    /// footage when `loss.synthetic` is above 0.
+    Unpaired(UnpairedCrops, Option<SyntheticPairs>),
 }
 
 impl Data {
@@ -334,8 +338,13 @@ impl Data {
                 )?;
                 log::info!("rainy footage: {}", rainy.summary());
                 let n = rainy.len();
+                // Its own sampling streams, so the unpaired crops do not change with the term.
+                let synthetic = (cfg.train.loss.synthetic > 0.0).then(|| {
+                    SyntheticPairs::new(clean.clone(), cfg.data.preset, crop, seed)
+                        .with_mix(cfg.data.dry_fraction, cfg.data.veil_probability)
+                });
                 (
-                    Data::Unpaired(UnpairedCrops::new(rainy, clean, crop, seed)),
+                    Data::Unpaired(UnpairedCrops::new(rainy, clean, crop, seed), synthetic),
                     n,
                 )
             }
@@ -345,8 +354,20 @@ impl Data {
     fn batch(&self, step: u64, n: usize) -> Result<crate::dataset::Batch, RunError> {
         Ok(match self {
             Data::Synthetic(s) => s.batch(step, n)?,
-            Data::Unpaired(u) => u.batch(step, n),
+            Data::Unpaired(u, _) => u.batch(step, n),
         })
+    }
+
+    /// Stage 2's synthetic pairs for step `step` (`None` without `loss.synthetic`).
+    fn synthetic_batch(
+        &self,
+        step: u64,
+        n: usize,
+    ) -> Result<Option<crate::dataset::Batch>, RunError> {
+        match self {
+            Data::Unpaired(_, Some(s)) => Ok(Some(s.batch(step, n)?)),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -458,10 +479,26 @@ pub fn run(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<RunSummary, RunE
                     rain: &rain,
                 })?
             }
-            None => trainer.step_batch(Batch::Anlcl {
-                rainy: &rainy,
-                clean: &clean,
-            })?,
+            None => {
+                let synthetic = data.synthetic_batch(step, batch)?;
+                let tensors = synthetic.as_ref().and_then(|b| {
+                    let rain = b.rain.as_ref()?;
+                    Some([
+                        tensor(&b.rainy, b.n, s),
+                        tensor(&b.clean, b.n, s),
+                        tensor(rain, b.n, s),
+                    ])
+                });
+                trainer.step_batch(Batch::Anlcl {
+                    rainy: &rainy,
+                    clean: &clean,
+                    synthetic: tensors.as_ref().map(|[rainy, clean, rain]| SyntheticBatch {
+                        rainy,
+                        clean,
+                        rain,
+                    }),
+                })?
+            }
         };
         let secs = t0.elapsed().as_secs_f64();
         let mut line = serde_json::to_value(&report).map_err(|e| RunError::Other(e.to_string()))?;

@@ -134,11 +134,21 @@ pub enum Batch<'a> {
         clean: &'a Tensor,
         rain: &'a Tensor,
     },
-    /// Stage 2: real rainy frames and unpaired clean frames.
+    /// Stage 2: real rainy frames and unpaired clean frames, and, when `loss.synthetic` is
+    /// above 0, a batch of synthetic pairs for that term.
     Anlcl {
         rainy: &'a Tensor,
         clean: &'a Tensor,
+        synthetic: Option<SyntheticBatch<'a>>,
     },
+}
+
+/// Synthetic rainy frames, their clean frames and rain layers (rainy − clean), `[B,3,H,W]`.
+#[derive(Debug, Clone, Copy)]
+pub struct SyntheticBatch<'a> {
+    pub rainy: &'a Tensor,
+    pub clean: &'a Tensor,
+    pub rain: &'a Tensor,
 }
 
 impl Batch<'_> {
@@ -157,6 +167,8 @@ struct Forward {
     rain: Option<Tensor>,
     clean_hat: Tensor,
     rain_hat: Tensor,
+    /// Stage 2's synthetic pairs (rainy, clean, rain) on the device, for `loss.synthetic`.
+    synthetic: Option<[Tensor; 3]>,
 }
 
 /// Measures phases; synchronises a CUDA device first so the time is the work's, not the launch's.
@@ -368,14 +380,33 @@ impl Trainer {
     /// Stage 2 step on real rainy frames and unpaired clean frames: every loss; a D step, then
     /// a G step with D frozen, then the momentum update.
     pub fn step_anlcl(&mut self, rainy: &Tensor, clean: &Tensor) -> Result<StepReport, TrainError> {
-        self.step_batch(Batch::Anlcl { rainy, clean })
+        self.step_batch(Batch::Anlcl {
+            rainy,
+            clean,
+            synthetic: None,
+        })
     }
 
     /// One step of the batch's stage.
     pub fn step_batch(&mut self, batch: Batch<'_>) -> Result<StepReport, TrainError> {
+        let lr = self.config.optimiser.lr_at(self.step);
+        // Warm-up: the generators take no gradient, so neither they nor their Adam state move.
+        let hold = self.step < self.config.optimiser.generator_warmup;
+        if hold {
+            self.gen_b.var_store_mut().freeze();
+            self.gen_r.var_store_mut().freeze();
+        }
+        let result = self.step_inner(batch, lr);
+        if hold {
+            self.gen_b.var_store_mut().unfreeze();
+            self.gen_r.var_store_mut().unfreeze();
+        }
+        result
+    }
+
+    fn step_inner(&mut self, batch: Batch<'_>, lr: f64) -> Result<StepReport, TrainError> {
         let mut clock = Clock::new(self.device);
         let start = Instant::now();
-        let lr = self.config.optimiser.lr_at(self.step);
         let mut report = StepReport {
             stage: batch.stage(),
             lr,
@@ -486,9 +517,30 @@ impl Trainer {
     }
 
     fn forward(&self, batch: Batch<'_>) -> Result<Forward, TrainError> {
-        let (rainy, clean, rain) = match batch {
-            Batch::Pretrain { rainy, clean, rain } => (rainy, clean, Some(rain)),
-            Batch::Anlcl { rainy, clean } => (rainy, clean, None),
+        let (rainy, clean, rain, synthetic) = match batch {
+            Batch::Pretrain { rainy, clean, rain } => (rainy, clean, Some(rain), None),
+            Batch::Anlcl {
+                rainy,
+                clean,
+                synthetic,
+            } => (rainy, clean, None, synthetic),
+        };
+        let synthetic = match synthetic {
+            Some(p) if self.config.loss.synthetic > 0.0 => {
+                let s = [
+                    self.input("synthetic rainy", p.rainy)?,
+                    self.input("synthetic clean", p.clean)?,
+                    self.input("synthetic rain", p.rain)?,
+                ];
+                if s.iter().any(|t| t.size() != s[0].size()) {
+                    return Err(TrainError::Input {
+                        what: "synthetic pairs",
+                        problem: "rainy, clean and rain must have one shape".into(),
+                    });
+                }
+                Some(s)
+            }
+            _ => None,
         };
         let rainy = self.input("rainy", rainy)?;
         let clean = self.input("clean", clean)?;
@@ -512,6 +564,7 @@ impl Trainer {
             rain,
             clean_hat,
             rain_hat,
+            synthetic,
         })
     }
 
@@ -581,7 +634,11 @@ impl Trainer {
             clock,
         } = obj;
         let result = result.map(|eta_positive| {
-            total.backward();
+            // Nothing to train when every network of the objective is held (warm-up of a
+            // stage without heads in use).
+            if total.requires_grad() {
+                total.backward();
+            }
             times.backward += clock.lap();
             report.eta_positive = eta_positive;
             (total.detach(), terms)
@@ -635,6 +692,14 @@ impl Trainer {
         }
         if w.sparsity > 0.0 {
             obj.add(Term::Sparsity, w.sparsity, losses::sparsity(&fwd.rain_hat));
+        }
+        if let Some([rainy, clean, rain]) = &fwd.synthetic {
+            // Stage 1's supervised terms on this step's synthetic pairs (loss.synthetic).
+            let t = losses::supervised(&self.gen_b.forward(rainy), clean);
+            obj.add(Term::SupervisedClean, w.synthetic, t);
+            let t = losses::supervised(&self.gen_r.forward(rainy), rain);
+            obj.add(Term::SupervisedRain, w.synthetic, t);
+            obj.times.forward += obj.clock.lap();
         }
         if !contrastive && !location {
             return Ok(None);

@@ -93,7 +93,12 @@ pub fn parameters(t: &derain::train::Trainer) -> Vec<(String, Tensor)> {
         for (name, v) in net.var_store().variables() {
             out.push((
                 format!("{prefix}.{name}"),
-                v.detach().to_device(Device::Cpu).to_kind(Kind::Float),
+                // A copy: on the CPU in float32, to_device/to_kind return the live storage, and
+                // a "before" snapshot would follow every later update.
+                v.detach()
+                    .to_device(Device::Cpu)
+                    .to_kind(Kind::Float)
+                    .copy(),
             ));
         }
     }
