@@ -185,6 +185,81 @@ fn a_run_writes_its_files_resumes_and_exports() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("`steps`"));
 }
 
+/// A stage-2 run started from an exported generator (`run.init` naming an `.onnx` file), with
+/// stage 1's terms on synthetic pairs and a generator warm-up: it runs, logs the synthetic terms
+/// next to ANLCL's, and its first validation (during the warm-up) scores the imported G_B.
+#[test]
+fn stage2_starts_from_an_exported_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    data(tmp.path());
+    let rainy = tmp.path().join("rainy");
+    std::fs::create_dir_all(&rainy).unwrap();
+    for i in 0..2u32 {
+        let img = RgbImage::from_fn(80, 72, |x, y| {
+            let streak = if (x + 2 * y + i) % 9 == 0 { 120 } else { 0 };
+            image::Rgb([(x * 2) as u8 + streak, (y * 3) as u8 + streak, 70 + streak])
+        });
+        imageio::save_png_atomic(&img, &rainy.join(format!("r{i}.png"))).unwrap();
+    }
+    let cfg = RunConfig::parse(CONFIG, "test", Some(tmp.path()), &[]).unwrap();
+    let stage1 = tmp.path().join("stage1");
+    run::run(&cfg, &stage1, false).unwrap();
+    let exe = env!("CARGO_BIN_EXE_derain");
+    let onnx = tmp.path().join("stage1.onnx");
+    let o = Command::new(exe)
+        .args(["export", stage1.to_str().unwrap(), "--out"])
+        .arg(&onnx)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stage1_score = derain::model::Model::from_path(&onnx)
+        .unwrap()
+        .card()
+        .scores["validation"]["psnr_y"]
+        .as_f64()
+        .unwrap();
+
+    let sets = [
+        "train.stage=\"anlcl\"".to_string(),
+        "data.rainy=[\"rainy\"]".into(),
+        "train.sampler.anchors_per_image=2".into(),
+        "train.sampler.rain_negatives=16".into(),
+        "train.sampler.location_negatives=16".into(),
+        "train.sampler.patch=8".into(),
+        "train.sampler.window=8".into(),
+        "train.loss.synthetic=2.0".into(),
+        "train.optimiser.generator_warmup=2".into(),
+        "run.steps=3".into(),
+        "run.validate_every=2".into(),
+        format!("run.init=\"{}\"", onnx.display()),
+    ];
+    let cfg2 = RunConfig::parse(CONFIG, "test", Some(tmp.path()), &sets).unwrap();
+    let dir = tmp.path().join("stage2");
+    let s = run::run(&cfg2, &dir, false).unwrap();
+    assert_eq!(s.steps, 3);
+    let log = std::fs::read_to_string(dir.join(LOG_FILE)).unwrap();
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["stage"], "anlcl");
+        assert!(v["loss"]["supervised_clean"].is_number(), "{line}");
+        assert!(v["loss"]["layer_contrastive"].is_number(), "{line}");
+    }
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(dir.join("validation.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["step"], 2);
+    let held = first["psnr_y"].as_f64().unwrap();
+    assert!(
+        (held - stage1_score).abs() < 1e-3,
+        "during the warm-up G_B is the imported one: {held} vs {stage1_score}"
+    );
+}
+
 #[test]
 fn config_errors_name_the_key() {
     let tmp = tempfile::tempdir().unwrap();
