@@ -59,7 +59,7 @@ fn params_diff(a: &dyn Network, b: &dyn Network) -> f64 {
 
 fn check_round_trip(arch: GeneratorArch) {
     let tmp = tempfile::tempdir().unwrap();
-    let (trained, path) = exported(arch.clone(), tmp.path(), Precision::Fp32);
+    let (trained, path) = exported(arch, tmp.path(), Precision::Fp32);
     // Another seed, so the fresh networks differ from the trained ones before the import.
     let mut cfg = tiny_config(arch);
     cfg.seed = 99;

@@ -225,13 +225,6 @@ fn generator_warmup_holds_the_generators_only() {
             .map(|(x, y)| (&x.1 - &y.1).abs().max().double_value(&[]))
             .fold(0.0, f64::max)
     };
-    // Copies: `parameters` may share storage with the live tensors.
-    let snapshot = |t: &Trainer| -> Vec<(String, tch::Tensor)> {
-        parameters(t)
-            .into_iter()
-            .map(|(n, v)| (n, v.copy()))
-            .collect()
-    };
     let before = parameters(&t);
     for _ in 0..2 {
         let r = t.step_anlcl(&rainy, &clean).unwrap();

@@ -304,7 +304,7 @@ enum Data {
     Synthetic(SyntheticPairs),
     /// Stage 2: real rain with unpaired clean crops, and synthetic pairs over the same clean
     /// footage when `loss.synthetic` is above 0.
-    Unpaired(UnpairedCrops, Option<SyntheticPairs>),
+    Unpaired(UnpairedCrops, Option<Box<SyntheticPairs>>),
 }
 
 impl Data {
@@ -340,8 +340,10 @@ impl Data {
                 let n = rainy.len();
                 // Its own sampling streams, so the unpaired crops do not change with the term.
                 let synthetic = (cfg.train.loss.synthetic > 0.0).then(|| {
-                    SyntheticPairs::new(clean.clone(), cfg.data.preset, crop, seed)
-                        .with_mix(cfg.data.dry_fraction, cfg.data.veil_probability)
+                    Box::new(
+                        SyntheticPairs::new(clean.clone(), cfg.data.preset, crop, seed)
+                            .with_mix(cfg.data.dry_fraction, cfg.data.veil_probability),
+                    )
                 });
                 (
                     Data::Unpaired(UnpairedCrops::new(rainy, clean, crop, seed), synthetic),
