@@ -113,6 +113,12 @@ fn weight_zero_removes_a_term() {
     assert!(r.discriminator.is_none() && r.loss.adversarial.is_none());
 }
 
+/// The two supervised L1 terms of a step that computed them.
+fn supervised(r: &derain::train::StepReport) -> f64 {
+    r.loss.supervised_clean.expect("supervised_clean computed")
+        + r.loss.supervised_rain.expect("supervised_rain computed")
+}
+
 #[test]
 fn pretrain_step_is_supervised_plus_adversarial() {
     let cfg = tiny_config(small_resnet9());
@@ -138,10 +144,12 @@ fn pretrain_step_is_supervised_plus_adversarial() {
     for _ in 0..10 {
         last = t.step_pretrain(&rainy, &clean, &rain).unwrap();
     }
-    let sup = |r: &derain::train::StepReport| {
-        r.loss.supervised_clean.unwrap() + r.loss.supervised_rain.unwrap()
-    };
-    assert!(sup(&last) < sup(&first), "{} → {}", sup(&first), sup(&last));
+    assert!(
+        supervised(&last) < supervised(&first),
+        "{} → {}",
+        supervised(&first),
+        supervised(&last)
+    );
 
     // Mismatched pairs are an input error, not a panic.
     let err = t
@@ -180,15 +188,17 @@ fn stage2_synthetic_term_joins_anlcl_and_lowers_its_loss() {
     only.loss.consistency = 0.0;
     only.loss.sparsity = 0.0;
     let mut t2 = Trainer::new(&only).unwrap();
-    let sup = |r: &derain::train::StepReport| {
-        r.loss.supervised_clean.unwrap() + r.loss.supervised_rain.unwrap()
-    };
     let start = t2.step_batch(batch).unwrap();
     let mut last = start.clone();
     for _ in 0..10 {
         last = t2.step_batch(batch).unwrap();
     }
-    assert!(sup(&last) < sup(&start), "{} → {}", sup(&start), sup(&last));
+    assert!(
+        supervised(&last) < supervised(&start),
+        "{} → {}",
+        supervised(&start),
+        supervised(&last)
+    );
 
     // The weight at 0 ignores the pairs; pairs of another shape are an input error.
     let mut off = cfg.clone();
