@@ -26,17 +26,23 @@ fn lite(channels: usize) -> GeneratorArch {
 
 /// A trainer after two steps (no weight at its initial value) and its G_B exported to `dir`.
 fn exported(arch: GeneratorArch, dir: &Path, precision: Precision) -> (Trainer, PathBuf) {
+    exported_layer(arch, dir, precision, GeneratorOutput::Clean)
+}
+
+/// As [`exported`], for either generator (`Rain`: G_R, as `derain export --rain` writes it).
+fn exported_layer(
+    arch: GeneratorArch,
+    dir: &Path,
+    precision: Precision,
+    layer: GeneratorOutput,
+) -> (Trainer, PathBuf) {
     let mut t = Trainer::new(&tiny_config(arch)).unwrap();
     let (rainy, clean) = anlcl_batch(5, 1, 64);
     for _ in 0..2 {
         t.step_anlcl(&rainy, &clean).unwrap();
     }
-    let bytes = generator_onnx_as(
-        t.generator(GeneratorOutput::Clean),
-        &ModelCard::new("imported"),
-        precision,
-    )
-    .unwrap();
+    let bytes =
+        generator_onnx_as(t.generator(layer), &ModelCard::new("imported"), precision).unwrap();
     let path = dir.join("g.onnx");
     std::fs::write(&path, bytes).unwrap();
     (t, path)
@@ -137,6 +143,21 @@ fn float16_export_is_refused() {
     let (_, path) = exported(lite(8), tmp.path(), Precision::Fp16);
     let err = Trainer::from_model(&path, &tiny_config(lite(8))).unwrap_err();
     assert!(matches!(err, ImportError::Fp16 { .. }), "{err}");
+}
+
+#[test]
+fn rain_layer_export_is_refused_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, path) = exported_layer(
+        lite(8),
+        tmp.path(),
+        Precision::Fp32,
+        GeneratorOutput::Rain,
+    );
+    let err = Trainer::from_model(&path, &tiny_config(lite(8))).unwrap_err();
+    assert!(matches!(err, ImportError::RainLayer { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("g.onnx") && msg.contains("--rain"), "{msg}");
 }
 
 #[test]

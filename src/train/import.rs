@@ -44,6 +44,11 @@ pub enum ImportError {
          --fp16)"
     )]
     Fp16 { path: PathBuf },
+    #[error(
+        "model '{path}' is a rain-layer generator (G_R, `derain export --rain`); start from the \
+         clean generator's export (derain export without --rain)"
+    )]
+    RainLayer { path: PathBuf },
     #[error("model '{path}': parameter '{name}' {problem}")]
     Parameter {
         path: PathBuf,
@@ -58,6 +63,20 @@ pub enum ImportError {
 pub fn is_model_path(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
+/// Whether the file at `path` is an ONNX graph whose output is G_R's rain layer, which the
+/// model contract refuses: the refusal then says what the file is.
+fn is_rain_layer(path: &Path) -> bool {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| ModelProto::parse_from_bytes(&b).ok())
+        .is_some_and(|m| {
+            m.graph
+                .output
+                .iter()
+                .any(|o| o.name == crate::onnx::RAIN_OUTPUT_NAME)
+        })
 }
 
 /// G_B's float32 parameters from an exported model's initializers, by name.
@@ -119,9 +138,15 @@ impl Trainer {
     /// copy) holds the weights of the exported generator at `path`; step 0, fresh optimisers.
     pub fn from_model(path: &Path, config: &TrainConfig) -> Result<Trainer, ImportError> {
         let p = || path.to_owned();
-        let model = Model::from_path(path).map_err(|e| ImportError::Model {
-            path: p(),
-            reason: e.to_string(),
+        let model = Model::from_path(path).map_err(|e| {
+            if is_rain_layer(path) {
+                ImportError::RainLayer { path: p() }
+            } else {
+                ImportError::Model {
+                    path: p(),
+                    reason: e.to_string(),
+                }
+            }
         })?;
         if model.card().precision == Precision::Fp16 {
             return Err(ImportError::Fp16 { path: p() });
