@@ -148,12 +148,7 @@ fn float16_export_is_refused() {
 #[test]
 fn rain_layer_export_is_refused_as_such() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_, path) = exported_layer(
-        lite(8),
-        tmp.path(),
-        Precision::Fp32,
-        GeneratorOutput::Rain,
-    );
+    let (_, path) = exported_layer(lite(8), tmp.path(), Precision::Fp32, GeneratorOutput::Rain);
     let err = Trainer::from_model(&path, &tiny_config(lite(8))).unwrap_err();
     assert!(matches!(err, ImportError::RainLayer { .. }), "{err}");
     let msg = err.to_string();
