@@ -150,11 +150,27 @@ pub struct ImageScore {
     pub input_niqe: Option<f64>,
 }
 
-/// Per-image scores and their means.
+/// Per-image scores, their means and their worst values.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct EvalReport {
     pub images: Vec<ImageScore>,
     pub mean: ImageScore,
+    /// Per score, the worst image's value (lowest PSNR-Y and SSIM-Y, highest NIQE): on dry
+    /// frames one damaged frame matters more than a good mean.
+    pub worst: ImageScore,
+}
+
+fn worst_of(
+    rows: &[ImageScore],
+    f: impl Fn(&ImageScore) -> Option<f64>,
+    higher_is_worse: bool,
+) -> Option<f64> {
+    let v: Vec<f64> = rows.iter().filter_map(&f).collect();
+    (!v.is_empty() && v.len() == rows.len()).then(|| {
+        v.into_iter()
+            .reduce(|a, b| if (b > a) == higher_is_worse { b } else { a })
+            .unwrap_or(f64::NAN)
+    })
 }
 
 fn mean_of(rows: &[ImageScore], f: impl Fn(&ImageScore) -> Option<f64>) -> Option<f64> {
@@ -176,11 +192,24 @@ impl EvalReport {
             input_ssim_y: mean_of(&images, |r| r.input_ssim_y),
             input_niqe: mean_of(&images, |r| r.input_niqe),
         };
-        Self { images, mean }
+        let worst = ImageScore {
+            name: "worst".into(),
+            psnr_y: worst_of(&images, |r| r.psnr_y, false),
+            ssim_y: worst_of(&images, |r| r.ssim_y, false),
+            niqe: worst_of(&images, |r| r.niqe, true),
+            input_psnr_y: worst_of(&images, |r| r.input_psnr_y, false),
+            input_ssim_y: worst_of(&images, |r| r.input_ssim_y, false),
+            input_niqe: worst_of(&images, |r| r.input_niqe, true),
+        };
+        Self {
+            images,
+            mean,
+            worst,
+        }
     }
 
-    /// A fixed-width table: one row per image, then the means. For paired runs the last line
-    /// is the mean and carries the mean PSNR-Y.
+    /// A fixed-width table: one row per image, then the worst values and the means. For paired
+    /// runs the last line is the mean and carries the mean PSNR-Y.
     pub fn table(&self) -> String {
         type Col = (&'static str, fn(&ImageScore) -> Option<f64>, usize);
         let all: [Col; 6] = [
@@ -223,6 +252,8 @@ impl EvalReport {
         }
         out.push_str(&"-".repeat(name_w + 13 * cols.len()));
         out.push('\n');
+        out.push_str(&row(&self.worst));
+        out.push('\n');
         out.push_str(&row(&self.mean));
         out
     }
@@ -247,6 +278,31 @@ pub fn paired_scores(
         metrics::psnr_y(pred, reference).map_err(wrap)?,
         metrics::ssim_y(pred, reference).map_err(wrap)?,
     ))
+}
+
+/// Fidelity on a dry frame: PSNR-Y and SSIM-Y of the model's `output` against its own rain-free
+/// `input` (infinite PSNR-Y when the model leaves the frame untouched). A derainer in a car sees
+/// dry weather most of the time, and then it must be a no-op.
+pub fn dry_fidelity(
+    name: &str,
+    input: &RgbImage,
+    output: &RgbImage,
+) -> Result<(f64, f64), EvalError> {
+    paired_scores(name, output, input)
+}
+
+/// `|a − b|` per channel, multiplied by `gain` and clamped to 255: what a model changed, made
+/// visible (a change of 2 levels, a 42 dB frame, shows as 20 at gain 10). Sizes must match; the
+/// overlap is used otherwise.
+pub fn difference_image(a: &RgbImage, b: &RgbImage, gain: f32) -> RgbImage {
+    let (w, h) = (a.width().min(b.width()), a.height().min(b.height()));
+    RgbImage::from_fn(w, h, |x, y| {
+        let (pa, pb) = (a.get_pixel(x, y).0, b.get_pixel(x, y).0);
+        image::Rgb(std::array::from_fn(|c| {
+            let d = (f32::from(pa[c]) - f32::from(pb[c])).abs() * gain;
+            d.round().min(255.0) as u8
+        }))
+    })
 }
 
 /// NIQE of one image, with its name on errors.
@@ -369,6 +425,59 @@ mod tests {
         let last = t.lines().last().unwrap();
         assert!(last.starts_with("mean") && last.contains("31.00"), "{t}");
         assert!(!t.contains("NIQE"), "{t}");
+        assert_eq!(r.worst.psnr_y, Some(30.0));
+        assert_eq!(r.worst.ssim_y, Some(0.8));
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("worst") && l.contains("30.00"))
+        );
+    }
+
+    #[test]
+    fn worst_niqe_is_the_highest() {
+        let row = |n: f64| ImageScore {
+            niqe: Some(n),
+            ..ImageScore::default()
+        };
+        let r = EvalReport::new(vec![row(3.0), row(5.5), row(4.0)]);
+        assert_eq!(r.worst.niqe, Some(5.5));
+    }
+
+    /// Brute force: PSNR-Y from the Y definition of DESIGN.md §8 written out per pixel.
+    #[test]
+    fn dry_fidelity_matches_a_brute_force_psnr_y() {
+        let input = RgbImage::from_fn(16, 12, |x, y| {
+            image::Rgb([(x * 13) as u8, (y * 17) as u8, ((x + y) * 5) as u8])
+        });
+        let mut output = input.clone();
+        output.put_pixel(3, 4, image::Rgb([200, 10, 10]));
+        output.put_pixel(10, 7, image::Rgb([0, 0, 255]));
+        let luma = |p: &image::Rgb<u8>| {
+            let [r, g, b] = p.0.map(|v| f64::from(v) / 255.0);
+            16.0 + 65.481 * r + 128.553 * g + 24.966 * b
+        };
+        let mse = input
+            .pixels()
+            .zip(output.pixels())
+            .map(|(a, b)| (luma(a) - luma(b)).powi(2))
+            .sum::<f64>()
+            / (16.0 * 12.0);
+        let want = 20.0 * (255.0 / mse.sqrt()).log10();
+        let (psnr, ssim) = dry_fidelity("x", &input, &output).unwrap();
+        assert!((psnr - want).abs() < 1e-6, "{psnr} vs {want}");
+        assert!(ssim < 1.0 && ssim > 0.5, "{ssim}");
+        let (same, same_ssim) = dry_fidelity("x", &input, &input).unwrap();
+        assert!(same.is_infinite() && (same_ssim - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn difference_image_amplifies_the_change() {
+        let a = RgbImage::from_pixel(3, 2, image::Rgb([100, 100, 100]));
+        let mut b = a.clone();
+        b.put_pixel(1, 1, image::Rgb([102, 90, 100]));
+        let d = difference_image(&a, &b, 10.0);
+        assert_eq!(d.get_pixel(1, 1).0, [20, 100, 0]);
+        assert_eq!(d.get_pixel(0, 0).0, [0, 0, 0]);
     }
 
     #[test]

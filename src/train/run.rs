@@ -817,6 +817,12 @@ pub fn export(
         "data": cfg.data,
         "trainer": format!("derain {}", env!("CARGO_PKG_VERSION")),
     });
+    // Paths as the shared data folder or the repository names them, not as this machine does.
+    crate::data::portable_paths_in(&mut card.training);
+    card.training["paths"] = serde_json::json!(
+        "data paths are relative to the shared data folder ($DERAIN_DATA, or ../shared/data \
+         beside the repository); ./ paths to the directory the export ran in"
+    );
     if let Some(v) = &last_validation {
         card.scores = serde_json::json!({ "validation": v });
     }

@@ -17,6 +17,9 @@ use derain::stills::derain_image;
   --pred DIR [--input DIR]            no reference: NIQE of the outputs (and of the inputs)
   --model M --pairs DIR               run M on DIR/rainy, score against DIR/clean
   --model M --input DIR               run M on real rain without reference: NIQE before and after
+  --model M --dry DIR                 run M on frames without rain: PSNR-Y/SSIM-Y of the output
+                                      against its input (inf = untouched), mean and worst;
+                                      --grid shows input | output | |difference| x10
 Pairs match by file stem (a.png pairs with a.jpg). Nothing is ever written into an input folder.")]
 pub struct EvalArgs {
     /// Folder of derained outputs to score.
@@ -34,6 +37,10 @@ pub struct EvalArgs {
     /// Folder holding rainy/ and clean/ with matching names (with --model).
     #[arg(long)]
     pairs: Option<PathBuf>,
+    /// Folder of frames without rain (with --model): the output is scored against its own
+    /// input, since a derainer must leave dry frames untouched.
+    #[arg(long)]
+    dry: Option<PathBuf>,
     /// Also compute NIQE in paired modes (always computed without a reference).
     #[arg(long)]
     niqe: bool,
@@ -58,6 +65,9 @@ pub struct EvalArgs {
     ort_library: Option<PathBuf>,
 }
 
+/// Gain of the difference panel in `--dry --grid`: a change of one 8-bit level shows as 10.
+const DRY_DIFF_GAIN: f32 = 10.0;
+
 /// Where the images of one row come from.
 struct Row {
     name: String,
@@ -69,7 +79,7 @@ struct Row {
 pub fn run(args: EvalArgs) -> Result<()> {
     // Work out the mode and the rows before anything is computed or written.
     let (rows, mode) = plan(&args)?;
-    let read_dirs: Vec<&PathBuf> = [&args.pred, &args.gt, &args.input, &args.pairs]
+    let read_dirs: Vec<&PathBuf> = [&args.pred, &args.gt, &args.input, &args.pairs, &args.dry]
         .into_iter()
         .flatten()
         .collect();
@@ -82,7 +92,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
             );
         }
     }
-    let paired = rows.iter().all(|r| r.gt.is_some());
+    let dry = mode == "model-dry";
+    let paired = dry || rows.iter().all(|r| r.gt.is_some());
     let want_niqe = args.niqe || !paired;
     let niqe = if want_niqe {
         let path = Niqe::locate(args.niqe_model.as_deref())?;
@@ -135,6 +146,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
             name: row.name.clone(),
             ..ImageScore::default()
         };
+        if let (true, Some(i)) = (dry, &input) {
+            eval::check_sizes([("output", &pred, i)]).with_context(|| row.name.clone())?;
+            let (p, ss) = eval::dry_fidelity(&row.name, i, &pred)?;
+            (s.psnr_y, s.ssim_y) = (Some(p), Some(ss));
+        }
         if let Some(gt) = &gt {
             let mut pairs: Vec<(&str, &RgbImage, &RgbImage)> = vec![("output", &pred, gt)];
             if let Some(i) = &input {
@@ -158,10 +174,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
             imageio::save_png_atomic(&pred, &dir.join(format!("{}.png", row.name)))?;
         }
         if let Some(dir) = &args.grid {
+            let diff = match (dry, &input) {
+                (true, Some(i)) => Some(eval::difference_image(i, &pred, DRY_DIFF_GAIN)),
+                _ => None,
+            };
             let mut panels: Vec<&RgbImage> = Vec::new();
             panels.extend(input.as_ref());
             panels.push(&pred);
             panels.extend(gt.as_ref());
+            panels.extend(diff.as_ref());
             imageio::save_png_atomic(
                 &imageio::hstack(&panels),
                 &dir.join(format!("{}.png", row.name)),
@@ -173,6 +194,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     bar.finish_and_clear();
 
     let report = EvalReport::new(scores);
+    if dry {
+        println!("dry frames: PSNR-Y / SSIM-Y of the output against its input (inf = untouched)");
+    }
     println!("{}", report.table());
     if generator.is_some() && !rows.is_empty() {
         eprintln!(
@@ -188,8 +212,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
             "gt": args.gt,
             "input": args.input,
             "pairs": args.pairs,
+            "dry": args.dry,
             "images": report.images,
             "mean": report.mean,
+            "worst": report.worst,
         });
         let text = serde_json::to_string_pretty(&doc)?;
         imageio::write_file_atomic(path, text.as_bytes())
@@ -201,6 +227,26 @@ pub fn run(args: EvalArgs) -> Result<()> {
 
 /// Checks the combination of options and lists the rows, matching folders by stem.
 fn plan(args: &EvalArgs) -> Result<(Vec<Row>, &'static str)> {
+    if let Some(dry) = &args.dry {
+        if args.model.is_none() || args.pairs.is_some() || args.pred.is_some() {
+            bail!(
+                "--dry DIR runs a model on frames without rain: give --model M and no --pairs/--pred"
+            );
+        }
+        if args.gt.is_some() || args.input.is_some() {
+            bail!("--dry DIR is its own reference: drop --gt and --input");
+        }
+        let rows = eval::images_by_stem(dry)?
+            .into_iter()
+            .map(|(name, p)| Row {
+                name,
+                input: Some(p),
+                pred: None,
+                gt: None,
+            })
+            .collect();
+        return Ok((rows, "model-dry"));
+    }
     match (&args.model, &args.pairs, &args.pred, &args.gt, &args.input) {
         (Some(_), Some(pairs), None, None, None) => {
             let (rainy, clean) = (pairs.join("rainy"), pairs.join("clean"));
@@ -280,7 +326,7 @@ fn plan(args: &EvalArgs) -> Result<(Vec<Row>, &'static str)> {
         }
         _ => bail!(
             "choose one mode: --pred DIR [--gt DIR] [--input DIR], --model M --pairs DIR, \
-             or --model M --input DIR (see --help)"
+             --model M --input DIR or --model M --dry DIR (see --help)"
         ),
     }
 }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod eval_cmd;
 mod eval_detect_cmd;
+mod rain_score_cmd;
 mod run_cmd;
 mod synth_cmd;
 mod train_cmd;
@@ -44,6 +45,9 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// Does deraining help the detector? mAP@0.5 on rainy vs derained frames of rainy/clean pairs.
     EvalDetect(eval_detect_cmd::EvalDetectArgs),
+    /// The per-frame rain score: fit it, measure it (ROC AUC dry vs rainy), print it per frame.
+    #[command(subcommand)]
+    RainScore(rain_score_cmd::RainScoreCmd),
     /// Train deraining generators on footage (ANLCL; needs a build with the `train` feature).
     Train(train_cmd::TrainArgs),
     /// Export a trained generator from a run or checkpoint to ONNX, with its model card.
@@ -99,6 +103,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Synth(args) => synth_cmd::run(args)?,
         Command::Eval(args) => eval_cmd::run(args)?,
+        Command::RainScore(cmd) => rain_score_cmd::run(cmd)?,
         Command::Run(args) => run_cmd::run(args)?,
         Command::EvalDetect(args) => eval_detect_cmd::run(args)?,
         Command::Train(args) => train_cmd::train(args)?,

@@ -1,0 +1,354 @@
+//! `derain rain-score`: the per-frame rain score (src/rainscore.rs) on folders and videos: fit
+//! its weights, measure how well it tells dry from rainy frames, or print it per frame.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use derain::footage::{Footage, FootageOptions};
+use derain::imageio::{self, RgbImage};
+use derain::rainscore::{self, Binned, Features, RainScoreModel};
+use derain::synth::{Preset, RainRenderer};
+
+#[derive(clap::Subcommand)]
+pub enum RainScoreCmd {
+    /// Fit the score's weights: dry footage, rainy footage, and rain rendered over the dry.
+    Fit(FitArgs),
+    /// ROC AUC between dry and rainy frames, and the error rates at the model's threshold.
+    Eval(EvalArgs),
+    /// Print the score of every frame.
+    Score {
+        /// Images, videos, folders of them or .txt lists.
+        #[arg(required = true, num_args = 1..)]
+        input: Vec<PathBuf>,
+        /// A fitted model (JSON); default: the shipped one.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        stride: usize,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct FitArgs {
+    /// Frames without rain.
+    #[arg(long, required = true, num_args = 1..)]
+    dry: Vec<PathBuf>,
+    /// Frames with real rain.
+    #[arg(long, num_args = 1..)]
+    rainy: Vec<PathBuf>,
+    /// Rainy copies rendered over each dry frame (seeded, preset `mixed`).
+    #[arg(long, default_value_t = 2)]
+    synth_copies: usize,
+    /// Keep every n-th video frame.
+    #[arg(long, default_value_t = 5)]
+    stride: usize,
+    /// Held-out dry frames to choose the threshold on (with --val-rainy); default: the
+    /// fitting set.
+    #[arg(long, num_args = 1.., requires = "val_rainy")]
+    val_dry: Vec<PathBuf>,
+    /// Held-out rainy frames to choose the threshold on.
+    #[arg(long, num_args = 1.., requires = "val_dry")]
+    val_rainy: Vec<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output JSON (e.g. models/rain-score.json).
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// Frames without rain (images, videos, folders, lists).
+    #[arg(long, required = true, num_args = 1..)]
+    dry: Vec<PathBuf>,
+    /// Frames with rain.
+    #[arg(long, required = true, num_args = 1..)]
+    rainy: Vec<PathBuf>,
+    /// A fitted model (JSON); default: the shipped one.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    stride: usize,
+    /// Write the per-folder figures as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Every frame of `paths` (each path on its own, so results can be told per folder).
+fn frames_of(path: &Path, stride: usize) -> Result<Vec<RgbImage>> {
+    let options = FootageOptions {
+        stride,
+        ..FootageOptions::default()
+    };
+    let mut footage = Footage::open(&[path.to_owned()], options)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    for f in footage.by_ref() {
+        out.push(f?.image);
+    }
+    if out.is_empty() {
+        bail!("{} holds no frame", path.display());
+    }
+    Ok(out)
+}
+
+fn load_model(path: Option<&Path>) -> Result<RainScoreModel> {
+    Ok(match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            RainScoreModel::from_json(&text).with_context(|| p.display().to_string())?
+        }
+        None => RainScoreModel::shipped()?,
+    })
+}
+
+fn feats(img: &RgbImage) -> Features {
+    rainscore::features(&Binned::from_image(img))
+}
+
+pub fn run(cmd: RainScoreCmd) -> Result<()> {
+    match cmd {
+        RainScoreCmd::Fit(a) => fit(a),
+        RainScoreCmd::Eval(a) => eval(a),
+        RainScoreCmd::Score {
+            input,
+            model,
+            stride,
+        } => {
+            let m = load_model(model.as_deref())?;
+            for p in &input {
+                let options = FootageOptions {
+                    stride,
+                    ..FootageOptions::default()
+                };
+                let mut footage = Footage::open(std::slice::from_ref(p), options)?;
+                for f in footage.by_ref() {
+                    let f = f?;
+                    let s = m.score(&Binned::from_image(&f.image));
+                    let verdict = if s > m.threshold { "rain" } else { "dry" };
+                    println!("{}#{}\t{s:.4}\t{verdict}", f.source.display(), f.index);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn fit(a: FitArgs) -> Result<()> {
+    let mut samples: Vec<(Features, bool)> = Vec::new();
+    let mut n_dry = 0;
+    let mut n_synth = 0;
+    let mut copy = 0u64;
+    for p in &a.dry {
+        for img in frames_of(p, a.stride)? {
+            // What a camera does to a dry frame is no rain: sensor noise and another scale
+            // (each dry frame also enters noisy and 2x downscaled).
+            let seed = a.seed.wrapping_mul(1_000_003).wrapping_add(copy);
+            let noisy = add_noise(&img, 0.004 + 0.02 * unit(seed), seed);
+            let half = image::imageops::resize(
+                &img,
+                (img.width() / 2).max(1),
+                (img.height() / 2).max(1),
+                image::imageops::FilterType::Triangle,
+            );
+            for dry in [&img, &noisy, &half] {
+                samples.push((feats(dry), false));
+                n_dry += 1;
+            }
+            for k in 0..a.synth_copies {
+                let seed = a.seed.wrapping_mul(1_000_003).wrapping_add(copy);
+                copy += 1;
+                let base = if k % 2 == 1 { &half } else { &img };
+                let r = RainRenderer::new(
+                    Preset::Mixed.params(seed),
+                    seed,
+                    base.width(),
+                    base.height(),
+                );
+                let mut rainy = r.render(base, 0)?;
+                if k % 3 == 2 {
+                    rainy = add_noise(&rainy, 0.004 + 0.02 * unit(seed ^ 7), seed);
+                }
+                samples.push((feats(&rainy), true));
+                n_synth += 1;
+            }
+        }
+    }
+    let mut n_real = 0;
+    for p in &a.rainy {
+        for img in frames_of(p, a.stride)? {
+            samples.push((feats(&img), true));
+            n_real += 1;
+        }
+    }
+    eprintln!("fitting on {n_dry} dry, {n_synth} synthetic rainy and {n_real} real rainy frames");
+    let mut model = RainScoreModel::fit(&samples, 1e-3, 3000);
+    let train_auc = auc_of(&model, &samples);
+    // The threshold: the midpoint that maximises balanced accuracy on the validation pairs when
+    // given, else on the fitting set.
+    let choose_on: Vec<(Features, bool)> = if a.val_dry.is_empty() {
+        samples.clone()
+    } else {
+        let mut s = Vec::new();
+        for (paths, rainy) in [(&a.val_dry, false), (&a.val_rainy, true)] {
+            for p in paths.iter() {
+                for img in frames_of(p, 1)? {
+                    s.push((feats(&img), rainy));
+                }
+            }
+        }
+        s
+    };
+    model.threshold = best_threshold(&model, &choose_on);
+    let val_auc = auc_of(&model, &choose_on);
+    model.fitted_on = serde_json::json!({
+        "dry": a.dry.iter().map(|p| derain::data::portable_path(p)).collect::<Vec<_>>(),
+        "rainy": a.rainy.iter().map(|p| derain::data::portable_path(p)).collect::<Vec<_>>(),
+        "synthetic_copies_per_dry_frame": a.synth_copies,
+        "stride": a.stride,
+        "seed": a.seed,
+        "frames": {"dry": n_dry, "synthetic_rain": n_synth, "real_rain": n_real},
+        "threshold_chosen_on": if a.val_dry.is_empty() {
+            serde_json::json!("the fitting set")
+        } else {
+            serde_json::json!({
+                "dry": a.val_dry.iter().map(|p| derain::data::portable_path(p)).collect::<Vec<_>>(),
+                "rainy": a.val_rainy.iter().map(|p| derain::data::portable_path(p)).collect::<Vec<_>>(),
+            })
+        },
+        "auc_fitting_set": train_auc,
+        "auc_threshold_set": val_auc,
+    });
+    let text = serde_json::to_string_pretty(&model)?;
+    imageio::write_file_atomic(&a.out, text.as_bytes())
+        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    println!(
+        "AUC {train_auc:.4} on the fitting set, {val_auc:.4} where the threshold ({:.3}) was \
+         chosen; wrote {}",
+        model.threshold,
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// A uniform number in [0, 1) from a seed (SplitMix64's finaliser).
+fn unit(seed: u64) -> f64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The image with seeded Gaussian-like noise of standard deviation `sigma` (of 1) per channel.
+fn add_noise(img: &RgbImage, sigma: f64, seed: u64) -> RgbImage {
+    let mut out = img.clone();
+    for (i, v) in out.iter_mut().enumerate() {
+        // Sum of four uniforms: close enough to a Gaussian for sensor noise.
+        let base = seed ^ (i as u64).wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let g: f64 = (0..4)
+            .map(|k| unit(base.wrapping_add(k)) - 0.5)
+            .sum::<f64>()
+            * 3f64.sqrt();
+        *v = (f64::from(*v) + 255.0 * sigma * g)
+            .round()
+            .clamp(0.0, 255.0) as u8;
+    }
+    out
+}
+
+fn auc_of(m: &RainScoreModel, s: &[(Features, bool)]) -> f64 {
+    let (p, n): (Vec<f64>, Vec<f64>) = split(m, s);
+    rainscore::roc_auc(&p, &n).unwrap_or(f64::NAN)
+}
+
+fn split(m: &RainScoreModel, s: &[(Features, bool)]) -> (Vec<f64>, Vec<f64>) {
+    let mut p = Vec::new();
+    let mut n = Vec::new();
+    for (f, y) in s {
+        if *y { &mut p } else { &mut n }.push(m.score_features(f));
+    }
+    (p, n)
+}
+
+/// The threshold with the highest balanced accuracy (mean of the two classes' hit rates).
+fn best_threshold(m: &RainScoreModel, s: &[(Features, bool)]) -> f64 {
+    let (p, n) = split(m, s);
+    let mut all: Vec<f64> = p.iter().chain(&n).copied().collect();
+    all.sort_by(f64::total_cmp);
+    let mut best = (f64::MIN, 0.5);
+    for w in all.windows(2) {
+        let t = 0.5 * (w[0] + w[1]);
+        let tpr = p.iter().filter(|&&v| v > t).count() as f64 / p.len().max(1) as f64;
+        let tnr = n.iter().filter(|&&v| v <= t).count() as f64 / n.len().max(1) as f64;
+        if tpr + tnr > best.0 {
+            best = (tpr + tnr, t);
+        }
+    }
+    best.1
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    let m = load_model(a.model.as_deref())?;
+    let mut per: Vec<serde_json::Value> = Vec::new();
+    let mut all_dry = Vec::new();
+    let mut all_rainy = Vec::new();
+    println!("threshold {:.3}", m.threshold);
+    println!(
+        "{:<60} {:>6} {:>8} {:>8}  called",
+        "folder", "frames", "median", "mean"
+    );
+    for (paths, rainy) in [(&a.dry, false), (&a.rainy, true)] {
+        for p in paths.iter() {
+            let mut scores: Vec<f64> = frames_of(p, a.stride)?
+                .iter()
+                .map(|img| m.score_features(&feats(img)))
+                .collect();
+            let wrong = scores
+                .iter()
+                .filter(|&&s| (s > m.threshold) != rainy)
+                .count();
+            let mean = scores.iter().sum::<f64>() / scores.len() as f64;
+            let mut sorted = scores.clone();
+            sorted.sort_by(f64::total_cmp);
+            let median = sorted[sorted.len() / 2];
+            let name = derain::data::portable_path(p);
+            println!(
+                "{name:<60} {:>6} {median:>8.4} {mean:>8.4}  {} of {} {}",
+                scores.len(),
+                scores.len() - wrong,
+                scores.len(),
+                if rainy { "rainy" } else { "dry" }
+            );
+            per.push(serde_json::json!({
+                "folder": name, "rainy": rainy, "frames": scores.len(),
+                "median": median, "mean": mean, "misclassified": wrong,
+            }));
+            if rainy {
+                all_rainy.append(&mut scores);
+            } else {
+                all_dry.append(&mut scores);
+            }
+        }
+    }
+    let auc = rainscore::roc_auc(&all_rainy, &all_dry).unwrap_or(f64::NAN);
+    let fpr = all_dry.iter().filter(|&&s| s > m.threshold).count() as f64 / all_dry.len() as f64;
+    let fnr =
+        all_rainy.iter().filter(|&&s| s <= m.threshold).count() as f64 / all_rainy.len() as f64;
+    println!(
+        "ROC AUC {auc:.4} ({} dry, {} rainy frames); at the threshold: {:.1}% of dry frames \
+         called rainy, {:.1}% of rainy frames called dry",
+        all_dry.len(),
+        all_rainy.len(),
+        100.0 * fpr,
+        100.0 * fnr
+    );
+    if let Some(j) = &a.json {
+        let doc = serde_json::json!({
+            "auc": auc, "threshold": m.threshold, "dry_called_rainy": fpr,
+            "rainy_called_dry": fnr, "folders": per,
+        });
+        imageio::write_file_atomic(j, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+    }
+    Ok(())
+}
