@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::footage::{Footage, FootageError, FootageOptions, FootageSummary};
-use crate::synth::{Preset, RainRenderer};
+use crate::synth::{Effects, LinePattern, Preset, RainRenderer};
 
 /// Errors from building batches.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +158,8 @@ pub struct SyntheticPairs {
     seed: u64,
     dry_fraction: f64,
     veil_probability: f64,
+    effects: Effects,
+    line_negative_fraction: f64,
 }
 
 impl SyntheticPairs {
@@ -170,7 +172,31 @@ impl SyntheticPairs {
             seed,
             dry_fraction: 0.0,
             veil_probability: 1.0,
+            effects: preset.default_effects(),
+            line_negative_fraction: 0.0,
         }
+    }
+
+    /// Draws the driving effects (atmospheric veil, radial and near-lens streaks, refraction,
+    /// windshield drops) with `effects`' probabilities instead of the preset's own
+    /// ([`Preset::default_effects`]); probabilities are clamped to [0, 1]. The target of a
+    /// sample stays the clean crop J and its rain layer O − B, whatever the effects did.
+    pub fn with_effects(mut self, effects: Effects) -> Self {
+        self.effects = effects;
+        self
+    }
+
+    /// Makes a share `fraction` of the samples hard negatives: dry samples (rainy = clean,
+    /// rain = 0) whose clean crop carries drawn thin straight structure ([`LinePattern`]), the
+    /// lines of streets a model must not take for rain. The other samples are dry with
+    /// probability `dry_fraction` as before.
+    pub fn with_line_negatives(mut self, fraction: f64) -> Self {
+        self.line_negative_fraction = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
+        self
     }
 
     /// Mixes in dry samples (rainy = clean, rain = 0) with probability `dry_fraction`, and keeps
@@ -199,13 +225,24 @@ impl SyntheticPairs {
             let rain_seed: u64 = rng.random();
             let dry = rng.random_bool(self.dry_fraction);
             let keep_veil = rng.random_bool(self.veil_probability);
-            if dry {
+            // Drawn after today's draws, so a run without line negatives sees the same batches.
+            let line_negative = rng.random_bool(self.line_negative_fraction);
+            if line_negative {
+                let lines: u64 = rng.random();
+                chw_to_hwc(c, s, &mut rgb);
+                LinePattern::random(lines, self.size, self.size)
+                    .paint_f32(&mut rgb, self.size, self.size)
+                    .map_err(|e| DatasetError::Synth(e.to_string()))?;
+                hwc_to_chw(&rgb, s, c);
+            }
+            if dry || line_negative {
                 rainy[i * len..][..len].copy_from_slice(c);
                 continue;
             }
-            let mut params = self.preset.params(rain_seed);
+            let mut params = self.preset.params_with(rain_seed, &self.effects);
             if !keep_veil {
                 params.veil = None;
+                params.scattering = None;
             }
             let renderer = RainRenderer::new(params, rain_seed, self.size, self.size);
             // The renderer works on interleaved RGB; the batch is planar.
@@ -350,6 +387,57 @@ mod tests {
             .filter(|i| b.rainy[i * plane..][..plane] == b.clean[i * plane..][..plane])
             .count();
         assert!((3..=13).contains(&dry), "{dry} of 16 dry at p=0.5");
+    }
+
+    #[test]
+    fn line_negatives_are_dry_and_carry_lines() {
+        let plain = SyntheticPairs::new(pool(), Preset::Heavy, 32, 9).with_mix(1.0, 1.0);
+        let lines = SyntheticPairs::new(pool(), Preset::Heavy, 32, 9)
+            .with_mix(1.0, 1.0)
+            .with_line_negatives(1.0);
+        let (p, b) = (plain.batch(2, 4).unwrap(), lines.batch(2, 4).unwrap());
+        // Input equals target, no rain, and the target is the crop with lines drawn in.
+        assert_eq!(b.rainy, b.clean);
+        assert!(b.rain.unwrap().iter().all(|&r| r == 0.0));
+        let plane = 3 * 32 * 32;
+        for i in 0..4 {
+            let changed = (0..plane)
+                .filter(|&k| (b.clean[i * plane + k] - p.clean[i * plane + k]).abs() > 0.05)
+                .count();
+            assert!(
+                changed >= 20,
+                "sample {i}: {changed} values changed by the lines"
+            );
+        }
+        // Absent, the key changes nothing: a run without it sees today's batches.
+        let today = SyntheticPairs::new(pool(), Preset::Heavy, 32, 9).with_mix(0.3, 0.5);
+        let zero = SyntheticPairs::new(pool(), Preset::Heavy, 32, 9)
+            .with_mix(0.3, 0.5)
+            .with_line_negatives(0.0)
+            .with_effects(Effects::NONE);
+        assert_eq!(today.batch(3, 6).unwrap(), zero.batch(3, 6).unwrap());
+    }
+
+    #[test]
+    fn driving_effects_render_in_training_with_the_clean_target() {
+        let all = Effects {
+            scattering: 1.0,
+            radial: 1.0,
+            lens_streaks: 1.0,
+            refraction: 1.0,
+            drops: 1.0,
+        };
+        let fx = SyntheticPairs::new(pool(), Preset::Medium, 32, 4).with_effects(all);
+        let plain = SyntheticPairs::new(pool(), Preset::Medium, 32, 4);
+        let (b, p) = (fx.batch(1, 3).unwrap(), plain.batch(1, 3).unwrap());
+        // Same crops (J), other rainy frames; R = O − B still, and O in range.
+        assert_eq!(b.clean, p.clean);
+        assert_ne!(b.rainy, p.rainy);
+        assert!(b.rainy.iter().all(|v| (0.0..=1.0).contains(v)));
+        let rain = b.rain.unwrap();
+        for ((r, o), c) in rain.iter().zip(&b.rainy).zip(&b.clean) {
+            assert!((r - (o - c)).abs() < 1e-6);
+        }
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Rain synthesis: determinism, preset ordering, video motion, veil, ranges and errors, and a
-//! check that the rain has the character of rain (thin, slanted, sparse, brightening streaks).
+//! check that the rain has the character of rain (thin, slanted, sparse, brightening streaks);
+//! the driving effects: the atmospheric veil follows t, radial streaks point away from the
+//! vanishing point, streak brightness follows the background, windshield drops stay put and
+//! show a flipped, blurred view, drop density sets coverage, line negatives hold their lines.
 //!
 //! Uses the Udacity still `clean-driving/udacity/stills/test1.jpg` from the shared data folder
 //! when present, else a generated gradient-and-shapes image. Set `DERAIN_SYNTH_PREVIEW` to a
@@ -7,7 +10,10 @@
 
 use derain::data::shared_path;
 use derain::imageio::{RgbImage, hstack, load_rgb, save_png_atomic};
-use derain::synth::{Preset, RainParams, RainRenderer, StreakLayer, SynthError, Veil, synthesize};
+use derain::synth::{
+    CameraMotion, Effects, LinePattern, Preset, RainParams, RainRenderer, Refraction, Scattering,
+    SceneLine, StreakLayer, SynthError, Veil, WindshieldDrops, synthesize,
+};
 
 const STILL: &str = "clean-driving/udacity/stills/test1.jpg";
 
@@ -73,7 +79,7 @@ fn single_layer(speed: f32, angle_deg: f32) -> RainParams {
             blur: 0.0,
             speed,
         }],
-        veil: None,
+        ..RainParams::default()
     }
 }
 
@@ -216,6 +222,7 @@ fn veil_brightens_towards_the_far_top() {
             beta: 1.5,
             atmosphere: 0.5,
         }),
+        ..RainParams::default()
     };
     let r = RainRenderer::new(params, 1, w, h);
     let clean = RgbImage::from_pixel(w, h, image::Rgb([90, 100, 110]));
@@ -253,13 +260,16 @@ fn output_stays_in_range_and_size() {
     let clean = generated_clean(200, 150);
     let white = RgbImage::from_pixel(200, 150, image::Rgb([255, 255, 255]));
     for preset in Preset::ALL {
+        // The driving effects may darken (a grey veil over white, drops, refraction); the
+        // streak presets only add light.
+        let brightens = preset != Preset::Driving;
         let r = RainRenderer::new(preset.params(5), 5, 200, 150);
         for img in [&clean, &white] {
             let out = r.render(img, 2).unwrap();
             assert_eq!(out.dimensions(), (200, 150));
             // Rain only adds light: no channel gets darker.
             for (o, c) in out.as_raw().iter().zip(img.as_raw()) {
-                assert!(o >= c, "{preset}: {o} < {c}");
+                assert!(!brightens || o >= c, "{preset}: {o} < {c}");
             }
         }
         let clean_f: Vec<f32> = clean
@@ -278,7 +288,8 @@ fn output_stays_in_range_and_size() {
         // Out-of-range float input is clamped too.
         let hot = vec![3.0f32; clean_f.len()];
         r.render_f32(&hot, 0, &mut out_f).unwrap();
-        assert!(out_f.iter().all(|&v| v == 1.0));
+        assert!(out_f.iter().all(|&v| (0.0..=1.0).contains(&v)));
+        assert!(!brightens || out_f.iter().all(|&v| v == 1.0));
     }
 }
 
@@ -461,4 +472,644 @@ fn preview_pngs_when_asked() {
         let img = r.render(&clean, t).unwrap();
         save_png_atomic(&img, &dir.join(format!("heavy-video-{t}.png"))).unwrap();
     }
+}
+
+/// An 8-bit frame as HWC floats in [0, 1].
+fn to_f32(img: &RgbImage) -> Vec<f32> {
+    img.as_raw().iter().map(|&v| f32::from(v) / 255.0).collect()
+}
+
+/// Renders `params` over float frame `clean` (w x h), frame `t`.
+fn render_f(params: RainParams, seed: u64, clean: &[f32], w: u32, h: u32, t: u64) -> Vec<f32> {
+    let r = RainRenderer::new(params, seed, w, h);
+    let mut out = vec![0.0; clean.len()];
+    r.render_f32(clean, t, &mut out).unwrap();
+    out
+}
+
+fn scattering(beta: f32) -> Scattering {
+    Scattering {
+        beta,
+        airlight: [0.62, 0.66, 0.72],
+        sky_match: 0.5,
+        vanishing_point: [0.5, 0.4],
+        scene_weight: 0.6,
+    }
+}
+
+#[test]
+fn atmospheric_veil_follows_the_transmission() {
+    let (w, h) = (160u32, 120u32);
+    let clean = to_f32(&generated_clean(w, h));
+    let sc = scattering(1.8);
+    let params = RainParams {
+        scattering: Some(sc.clone()),
+        ..RainParams::default()
+    };
+    let out = render_f(params, 3, &clean, w, h, 0);
+    let d = sc.depth(&clean, w, h);
+    let a = sc.airlight_for(&clean, w, h);
+    assert_eq!(d.len(), (w * h) as usize);
+    // Not white, and its brightness moved towards the frame's sky.
+    assert!(a.iter().all(|&c| c < 0.95) && a[2] > a[0], "{a:?}");
+    // I = J·t + A·(1 − t) at every pixel.
+    for (i, (&dp, (o, j))) in d
+        .iter()
+        .zip(out.chunks_exact(3).zip(clean.chunks_exact(3)))
+        .enumerate()
+    {
+        let t = (-1.8 * dp).exp();
+        for c in 0..3 {
+            let want = j[c] * t + a[c] * (1.0 - t);
+            assert!((o[c] - want).abs() < 1e-4, "pixel {i}: {} vs {want}", o[c]);
+        }
+    }
+    // Where the proxy is deeper the frame is closer to A: compare the deepest and the nearest
+    // quarter of the pixels.
+    let mut order: Vec<usize> = (0..d.len()).collect();
+    order.sort_by(|&x, &y| d[x].total_cmp(&d[y]));
+    let q = order.len() / 4;
+    let dist = |idx: &[usize]| {
+        idx.iter()
+            .map(|&i| (0..3).map(|c| (out[i * 3 + c] - a[c]).abs()).sum::<f32>())
+            .sum::<f32>()
+            / idx.len() as f32
+    };
+    let (near, far) = (dist(&order[..q]), dist(&order[order.len() - q..]));
+    assert!(
+        far < 0.5 * near,
+        "far {far:.3} vs near {near:.3} from the airlight"
+    );
+    // The depth is not a plain vertical gradient: it varies along rows.
+    let row = &d[(h as usize / 2) * w as usize..][..w as usize];
+    let spread =
+        row.iter().cloned().fold(f32::MIN, f32::max) - row.iter().cloned().fold(f32::MAX, f32::min);
+    assert!(
+        spread > 0.2,
+        "depth along the middle row varies by {spread}"
+    );
+    // β = 0: the frame is unchanged, through both paths.
+    let none = RainParams {
+        scattering: Some(scattering(0.0)),
+        ..RainParams::default()
+    };
+    assert_eq!(render_f(none.clone(), 3, &clean, w, h, 0), clean);
+    let img = generated_clean(w, h);
+    assert_eq!(
+        RainRenderer::new(none, 3, w, h).render(&img, 0).unwrap(),
+        img
+    );
+}
+
+/// The orientation (radians, mod π) along which the fields correlate best with themselves at
+/// a lag of a few pixels inside a window, and how much better than across it (the ratio of the
+/// best to the worst correlation's distance from 1, > 1 for oriented lines).
+fn orientation(fields: &[Vec<f32>], w: usize, x0: usize, y0: usize, size: usize) -> (f64, f64) {
+    let lag = 5.0f64;
+    let mut best = (f64::NEG_INFINITY, 0.0f64);
+    let mut worst = f64::INFINITY;
+    for step in 0..90 {
+        let a = (step as f64 * 2.0).to_radians();
+        let (ox, oy) = (lag * a.cos(), lag * a.sin());
+        let (mut sab, mut saa, mut sbb) = (0.0f64, 0.0f64, 0.0f64);
+        for s in fields {
+            let at = |x: f64, y: f64| {
+                let (xf, yf) = (x.floor(), y.floor());
+                let (fx, fy) = (x - xf, y - yf);
+                let i = |xx: f64, yy: f64| f64::from(s[yy as usize * w + xx as usize]);
+                i(xf, yf) * (1.0 - fx) * (1.0 - fy)
+                    + i(xf + 1.0, yf) * fx * (1.0 - fy)
+                    + i(xf, yf + 1.0) * (1.0 - fx) * fy
+                    + i(xf + 1.0, yf + 1.0) * fx * fy
+            };
+            for y in y0..y0 + size {
+                for x in x0..x0 + size {
+                    let v = f64::from(s[y * w + x]);
+                    let u = at(x as f64 + ox, y as f64 + oy);
+                    sab += v * u;
+                    saa += v * v;
+                    sbb += u * u;
+                }
+            }
+        }
+        let c = sab / (saa * sbb).sqrt().max(1e-12);
+        if c > best.0 {
+            best = (c, a);
+        }
+        worst = worst.min(c);
+    }
+    (best.1, best.0 / worst.max(1e-6))
+}
+
+fn angle_diff(a: f64, b: f64) -> f64 {
+    let pi = std::f64::consts::PI;
+    let d = (a - b).rem_euclid(pi);
+    d.min(pi - d)
+}
+
+#[test]
+fn radial_streaks_point_away_from_the_vanishing_point_and_lengthen_outwards() {
+    let (w, h) = (320usize, 240usize);
+    let mut params = single_layer(0.0, 0.0);
+    params.layers[0].density = 1.0;
+    params.layers[0].length = 8.0;
+    params.motion = Some(CameraMotion {
+        vanishing_point: [0.45, 0.4],
+        flow: 10.0,
+    });
+    let r = RainRenderer::new(params, 7, w as u32, h as u32);
+    // Radial streaks are drawn afresh each frame: several frames give many streaks per window.
+    let frames: Vec<Vec<f32>> = (0..8).map(|t| r.rain_layer(t).streaks).collect();
+    let s = &frames[0];
+    let (vx, vy) = (0.45 * w as f64, 0.4 * h as f64);
+    let size = 48;
+    let mut checked = 0;
+    for (cx, cy) in [
+        (30, 30),
+        (160, 26),
+        (290, 30),
+        (290, 120),
+        (290, 205),
+        (160, 205),
+        (30, 205),
+        (30, 110),
+    ] {
+        let (x0, y0) = (cx - size / 2, cy - size / 2);
+        let (found, coherence) = orientation(&frames, w, x0, y0, size);
+        let want = (cy as f64 - vy).atan2(cx as f64 - vx);
+        let diff = angle_diff(found, want).to_degrees();
+        // The fall (one length down) tilts a streak off the radial flow (ten lengths per
+        // half-diagonal) by up to atan(1 / (10·r)); allow that plus a few degrees of sampling.
+        let r = ((cx as f64 - vx).powi(2) + (cy as f64 - vy).powi(2)).sqrt() / 200.0;
+        let allowed = (1.0 / (10.0 * r)).atan().to_degrees() + 5.0;
+        eprintln!(
+            "window ({cx}, {cy}): {:.1}° vs {:.1}°, allowed {allowed:.1}°, coherence {coherence:.2}",
+            found.to_degrees(),
+            want.to_degrees()
+        );
+        assert!(
+            diff < allowed && coherence > 1.5,
+            "window at ({cx}, {cy}): streaks at {:.1}°, away from the vanishing point is {:.1}° \
+             (along/across {coherence:.2})",
+            found.to_degrees(),
+            want.to_degrees()
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 8);
+    // Longer towards the edges: at the same drop density, more of the frame is lit far from
+    // the vanishing point than near it.
+    let lit = |near: bool| {
+        let (mut n, mut hit) = (0usize, 0usize);
+        for y in 0..h {
+            for x in 0..w {
+                let r = ((x as f64 - vx).powi(2) + (y as f64 - vy).powi(2)).sqrt() / 200.0;
+                if (near && r < 0.25) || (!near && r > 0.6) {
+                    n += 1;
+                    hit += usize::from(s[y * w + x] > 0.05);
+                }
+            }
+        }
+        hit as f64 / n as f64
+    };
+    let (inner, outer) = (lit(true), lit(false));
+    assert!(
+        outer > 1.5 * inner,
+        "lit share near the edges {outer:.3}, near the centre {inner:.3}"
+    );
+    // Without motion the same layer falls straight down.
+    let (down, _) = orientation(
+        &[
+            RainRenderer::new(single_layer(0.0, 0.0), 7, w as u32, h as u32)
+                .rain_layer(0)
+                .streaks,
+        ],
+        w,
+        140,
+        100,
+        60,
+    );
+    assert!(angle_diff(down, std::f64::consts::FRAC_PI_2).to_degrees() < 10.0);
+}
+
+#[test]
+fn streaks_refract_the_environment_bright_on_dark_faint_on_sky() {
+    // Top half bright sky, bottom half dark road.
+    let (w, h) = (200u32, 160u32);
+    let clean: Vec<f32> = (0..(w * h) as usize)
+        .flat_map(|i| {
+            let v = if (i / w as usize) < (h / 2) as usize {
+                0.9
+            } else {
+                0.08
+            };
+            [v, v, v]
+        })
+        .collect();
+    let mut screen = single_layer(0.0, 5.0);
+    screen.layers[0].density = 6.0;
+    let mut refr = screen.clone();
+    refr.refraction = Some(Refraction {
+        strength: 1.0,
+        gain: 1.0,
+    });
+    let change = |params: RainParams, top: bool| {
+        let out = render_f(params, 11, &clean, w, h, 0);
+        let half = (w * h / 2) as usize * 3;
+        let (o, c) = if top {
+            (&out[..half], &clean[..half])
+        } else {
+            (&out[half..], &clean[half..])
+        };
+        o.iter()
+            .zip(c)
+            .map(|(a, b)| f64::from((a - b).abs()))
+            .sum::<f64>()
+            / o.len() as f64
+    };
+    let (s_top, s_bottom) = (change(screen.clone(), true), change(screen, false));
+    let (r_top, r_bottom) = (change(refr.clone(), true), change(refr, false));
+    eprintln!(
+        "mean change: screen sky {s_top:.4} road {s_bottom:.4}; refraction sky {r_top:.4} road {r_bottom:.4}"
+    );
+    assert!(
+        r_bottom > 10.0 * r_top,
+        "refracting streaks: road {r_bottom} vs sky {r_top}"
+    );
+    assert!(
+        r_top < 0.5 * s_top,
+        "over the sky refracting streaks fade: {r_top} vs {s_top}"
+    );
+    assert!(
+        r_bottom > 0.5 * s_bottom,
+        "over the road they stay: {r_bottom} vs {s_bottom}"
+    );
+}
+
+fn drops(coverage: f32, lifetime: u32) -> RainParams {
+    RainParams {
+        drops: Some(WindshieldDrops {
+            coverage,
+            radius: [3.0, 10.0],
+            field: 3.0,
+            blur: 2.0,
+            edge: 1.0,
+            lifetime,
+        }),
+        ..RainParams::default()
+    }
+}
+
+#[test]
+fn windshield_drops_stay_put_and_change_slowly() {
+    let (w, h) = (200u32, 150u32);
+    let still = RainRenderer::new(drops(0.15, 0), 4, w, h);
+    let first = still.windshield_drops(0);
+    assert!(first.len() > 20, "{} drops", first.len());
+    for t in [1, 2, 57, 10_000] {
+        assert_eq!(still.windshield_drops(t), first, "frame {t}");
+    }
+    // Over the same scene, consecutive frames are the same picture.
+    let clean = generated_clean(w, h);
+    assert_eq!(
+        still.render(&clean, 4).unwrap(),
+        still.render(&clean, 5).unwrap()
+    );
+    // With a lifetime, a few drops move per frame, and over many lifetimes the set is new.
+    let slow = RainRenderer::new(drops(0.15, 100), 4, w, h);
+    let same = |a: u64, b: u64| {
+        let (x, y) = (slow.windshield_drops(a), slow.windshield_drops(b));
+        x.iter().zip(&y).filter(|(p, q)| p == q).count() as f64 / x.len() as f64
+    };
+    for t in [0, 30, 99, 250] {
+        assert!(
+            same(t, t + 1) > 0.9,
+            "frame {t} to {}: {:.2} kept",
+            t + 1,
+            same(t, t + 1)
+        );
+    }
+    assert!(
+        same(0, 1000) < 0.15,
+        "after 10 lifetimes {:.2} kept",
+        same(0, 1000)
+    );
+}
+
+/// A smooth, asymmetric texture (a few slanted sinusoids), in [0.2, 0.8].
+fn smooth(x: f32, y: f32) -> f32 {
+    let v = (x * 0.11 + y * 0.04).sin()
+        + 0.7 * (x * 0.03 - y * 0.09 + 1.3).sin()
+        + 0.5 * (y * 0.07 + 0.4).cos();
+    0.5 + 0.3 * v / 2.2
+}
+
+fn pearson(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len() as f64;
+    let (ma, mb) = (
+        a.iter().map(|&v| f64::from(v)).sum::<f64>() / n,
+        b.iter().map(|&v| f64::from(v)).sum::<f64>() / n,
+    );
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (dx, dy) = (f64::from(x) - ma, f64::from(y) - mb);
+        sab += dx * dy;
+        saa += dx * dx;
+        sbb += dy * dy;
+    }
+    sab / (saa * sbb).sqrt().max(1e-12)
+}
+
+#[test]
+fn a_drop_shows_a_flipped_blurred_view_of_the_scene_around_it() {
+    let (w, h) = (240usize, 200usize);
+    // The smooth texture plus a fine checkerboard that a blurred view loses.
+    let clean: Vec<f32> = (0..w * h)
+        .flat_map(|i| {
+            let (x, y) = ((i % w) as f32, (i / w) as f32);
+            let fine = if (i % w + i / w) % 2 == 0 {
+                0.08
+            } else {
+                -0.08
+            };
+            let v = smooth(x, y) + fine;
+            [v, v, v]
+        })
+        .collect();
+    let field = 2.0f32;
+    let params = RainParams {
+        drops: Some(WindshieldDrops {
+            coverage: 0.08,
+            radius: [14.0, 14.0],
+            field,
+            blur: 2.0,
+            edge: 1.0,
+            lifetime: 0,
+        }),
+        ..RainParams::default()
+    };
+    let r = RainRenderer::new(params.clone(), 9, w as u32, h as u32);
+    let mut out = vec![0.0; clean.len()];
+    r.render_f32(&clean, 0, &mut out).unwrap();
+    let list = r.windshield_drops(0);
+    let mut tested = 0;
+    for (k, d) in list.iter().enumerate() {
+        // Only drops well inside the frame and clear of the others.
+        // What the inner half of the drop refracts must lie inside the frame.
+        let margin = d.rx.max(d.ry) * (field * 0.6).max(1.0) + 3.0;
+        let inside =
+            d.x > margin && d.y > margin && d.x < w as f32 - margin && d.y < h as f32 - margin;
+        let alone = list.iter().enumerate().all(|(j, e)| {
+            j == k
+                || ((e.x - d.x).powi(2) + (e.y - d.y).powi(2)).sqrt()
+                    > d.rx.max(d.ry) + e.rx.max(e.ry) + 2.0
+        });
+        if !(inside && alone) {
+            continue;
+        }
+        let (mut seen, mut flipped, mut unflipped) = (vec![], vec![], vec![]);
+        let (mut lap_in, mut lap_clean) = (0.0f64, 0.0f64);
+        for y in (d.y - d.ry) as usize..=(d.y + d.ry) as usize {
+            for x in (d.x - d.rx) as usize..=(d.x + d.rx) as usize {
+                let (ox, oy) = (x as f32 - d.x, y as f32 - d.y);
+                if (ox / d.rx).powi(2) + (oy / d.ry).powi(2) > 0.25 {
+                    continue;
+                }
+                seen.push(out[(y * w + x) * 3]);
+                flipped.push(smooth(d.x - field * ox, d.y - field * oy));
+                unflipped.push(smooth(d.x + field * ox, d.y + field * oy));
+                let lap = |img: &[f32]| {
+                    let at = |xx: usize, yy: usize| f64::from(img[(yy * w + xx) * 3]);
+                    (4.0 * at(x, y) - at(x - 1, y) - at(x + 1, y) - at(x, y - 1) - at(x, y + 1))
+                        .abs()
+                };
+                lap_in += lap(&out);
+                lap_clean += lap(&clean);
+            }
+        }
+        let (cf, cu) = (pearson(&seen, &flipped), pearson(&seen, &unflipped));
+        eprintln!(
+            "drop {k}: correlation with the flipped view {cf:.2}, unflipped {cu:.2}; fine detail {:.3}",
+            lap_in / lap_clean
+        );
+        assert!(
+            cf > 0.8 && cf > cu + 0.3,
+            "drop {k}: flipped {cf:.2}, unflipped {cu:.2}"
+        );
+        assert!(
+            lap_in < 0.2 * lap_clean,
+            "drop {k}: the view is blurred ({lap_in:.1} vs {lap_clean:.1})"
+        );
+        tested += 1;
+    }
+    assert!(
+        tested >= 1,
+        "no drop clear of the border among {}",
+        list.len()
+    );
+}
+
+#[test]
+fn drop_density_sets_the_covered_share() {
+    let (w, h) = (240u32, 180u32);
+    let clean = generated_clean(w, h);
+    // Fine detail everywhere, so every drop pixel changes.
+    let clean = RgbImage::from_fn(w, h, |x, y| {
+        let p = clean.get_pixel(x, y).0;
+        let f = if (x / 2 + y / 2) % 2 == 0 { 40 } else { 0 };
+        image::Rgb(p.map(|v| v.saturating_add(f)))
+    });
+    let covered = |coverage: f32| {
+        let out = RainRenderer::new(drops(coverage, 0), 2, w, h)
+            .render(&clean, 0)
+            .unwrap();
+        out.pixels()
+            .zip(clean.pixels())
+            .filter(|(a, b)| a.0.iter().zip(b.0).any(|(&p, q)| p.abs_diff(q) > 6))
+            .count() as f64
+            / f64::from(w * h)
+    };
+    let (a, b, c) = (covered(0.02), covered(0.08), covered(0.3));
+    eprintln!("covered share at coverage 0.02, 0.08, 0.3: {a:.3}, {b:.3}, {c:.3}");
+    assert!(a > 0.005 && a < 0.06, "{a}");
+    assert!(b > 2.0 * a && c > 2.0 * b, "{a} {b} {c}");
+    // A dry windshield: no drops at all.
+    assert_eq!(covered(0.0), 0.0);
+    let dry = Preset::Driving.params_with(
+        3,
+        &Effects {
+            drops: 0.0,
+            ..Effects::DRIVING
+        },
+    );
+    assert!(dry.drops.is_none());
+    assert!(
+        RainRenderer::new(dry, 3, w, h)
+            .windshield_drops(0)
+            .is_empty()
+    );
+}
+
+#[test]
+fn near_lens_streaks_are_wide_faint_long_and_few() {
+    let e = Effects {
+        lens_streaks: 1.0,
+        ..Effects::NONE
+    };
+    for seed in 0..10 {
+        let base = Preset::Mixed.params(seed);
+        let p = Preset::Mixed.params_with(seed, &e);
+        let lens = p.layers.last().unwrap();
+        assert_eq!(p.layers.len(), base.layers.len() + 1);
+        for l in &base.layers {
+            assert!(
+                lens.width > 1.5 * l.width && lens.blur > l.blur,
+                "seed {seed}"
+            );
+            assert!(
+                lens.length > l.length && lens.density < l.density,
+                "seed {seed}"
+            );
+        }
+        // Faint: its defocus spreads the light, so the peak is well under the brightness.
+        let r = RainRenderer::new(
+            RainParams {
+                layers: vec![lens.clone()],
+                ..RainParams::default()
+            },
+            seed,
+            320,
+            240,
+        );
+        let s = r.rain_layer(0).streaks;
+        let max = s.iter().cloned().fold(0.0f32, f32::max);
+        assert!(max > 0.0 && max < 0.3, "seed {seed}: peak {max}");
+    }
+}
+
+#[test]
+fn line_negatives_draw_lines_and_keep_the_rest() {
+    let (w, h) = (128u32, 96u32);
+    let clean = RgbImage::from_pixel(w, h, image::Rgb([120, 110, 100]));
+    let mut changed_any = 0;
+    for seed in 0..12 {
+        let p = LinePattern::random(seed, w, h);
+        let mut img = clean.clone();
+        p.paint(&mut img);
+        let changed = img
+            .pixels()
+            .zip(clean.pixels())
+            .filter(|(a, b)| a != b)
+            .count();
+        // Lines, not a wash: some pixels, far from all.
+        assert!(
+            changed > 20 && changed < (w * h * 7 / 10) as usize,
+            "seed {seed}: {changed} pixels"
+        );
+        changed_any += 1;
+    }
+    assert_eq!(changed_any, 12);
+    // A drawn line is sharp: full colour on it, untouched two pixels beside it.
+    let p = LinePattern {
+        lines: vec![SceneLine {
+            from: [20.0, 10.0],
+            to: [60.0, 80.0],
+            width: 2.0,
+            colour: [0.0, 0.0, 0.0],
+        }],
+    };
+    let mut img = clean.clone();
+    p.paint(&mut img);
+    assert_eq!(img.get_pixel(40, 45).0, [0, 0, 0]);
+    assert_eq!(img.get_pixel(44, 45).0, clean.get_pixel(44, 45).0);
+}
+
+#[test]
+fn out_of_range_parameters_are_errors_naming_them() {
+    let cases: [(RainParams, &str); 5] = [
+        (drops(0.9, 0), "drops.coverage"),
+        (
+            RainParams {
+                scattering: Some(scattering(-1.0)),
+                ..RainParams::default()
+            },
+            "scattering.beta",
+        ),
+        (
+            RainParams {
+                motion: Some(CameraMotion {
+                    vanishing_point: [0.5, f32::NAN],
+                    flow: 1.0,
+                }),
+                ..RainParams::default()
+            },
+            "motion.vanishing_point[1]",
+        ),
+        (
+            RainParams {
+                refraction: Some(Refraction {
+                    strength: 2.0,
+                    gain: 1.0,
+                }),
+                ..RainParams::default()
+            },
+            "refraction.strength",
+        ),
+        (
+            {
+                let mut p = single_layer(1.0, 0.0);
+                p.layers[0].width = -1.0;
+                p
+            },
+            "layers[0].width",
+        ),
+    ];
+    for (params, name) in cases {
+        let e = RainRenderer::checked(params, 0, 16, 16).unwrap_err();
+        assert!(
+            matches!(&e, SynthError::OutOfRange { name: n, .. } if n == name),
+            "{e}"
+        );
+        assert!(e.to_string().contains(name), "{e}");
+    }
+    let mut d = drops(0.1, 0);
+    if let Some(x) = d.drops.as_mut() {
+        x.radius = [10.0, 5.0];
+    }
+    assert!(
+        d.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("drops.radius[1]")
+    );
+    let e = Effects {
+        drops: 1.5,
+        ..Effects::NONE
+    }
+    .validate()
+    .unwrap_err();
+    assert!(e.to_string().contains("effects.drops"), "{e}");
+    for p in Preset::ALL {
+        for seed in 0..20 {
+            p.params(seed).validate().unwrap();
+        }
+    }
+}
+
+#[test]
+fn params_written_before_the_driving_effects_still_parse() {
+    let old = r#"{"layers":[{"density":2.0,"length":20.0,"angle_deg":5.0,"width":1.0,
+        "brightness":0.5,"blur":0.0,"speed":30.0}],"veil":{"beta":1.0,"atmosphere":0.1}}"#;
+    let p: RainParams = serde_json::from_str(old).unwrap();
+    assert!(!p.has_effects());
+    assert_eq!(p.layers.len(), 1);
+    // And the streak presets still write what they wrote: no new keys.
+    let json = serde_json::to_string(&Preset::Heavy.params(1)).unwrap();
+    assert!(
+        !json.contains("drops") && !json.contains("scattering"),
+        "{json}"
+    );
+    let driving = Preset::Driving.params(1);
+    let back: RainParams = serde_json::from_str(&serde_json::to_string(&driving).unwrap()).unwrap();
+    assert_eq!(back, driving);
 }

@@ -7,10 +7,16 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{Preset, RainParams, StreakLayer, Veil};
+use super::{
+    CameraMotion, Effects, Preset, RainParams, Refraction, Scattering, StreakLayer, Veil,
+    WindshieldDrops,
+};
 
 /// Keeps preset draws independent of the renderer's per-drop hashing of the same seed.
 const PRESET_SALT: u64 = 0x7261_696e_5052_4553; // "rainPRES"
+/// The driving effects draw from their own stream, so the streak layers of a seed are the same
+/// with and without them.
+const EFFECTS_SALT: u64 = 0x6472_6976_6566_6678; // "drivefx"
 
 /// One layer's base values before jitter.
 struct Base {
@@ -129,21 +135,118 @@ impl Preset {
     /// per seed) with a few degrees of per-layer variation, because real rain at different depths
     /// is blown the same way. Mixed first picks a light-, medium- or heavy-like recipe for the
     /// seed, then jitters more widely, so a training set drawn from it covers the whole range.
+    ///
+    /// Driving draws its streaks as mixed does (without the gradient veil) and adds the effects
+    /// of [`Effects::DRIVING`]; see [`Preset::params_with`].
     pub fn params(self, seed: u64) -> RainParams {
+        self.params_with(seed, &self.default_effects())
+    }
+
+    /// As [`Preset::params`], with each driving effect switched on with the probability in
+    /// `effects` (out-of-range probabilities are clamped to [0, 1]; validate user input with
+    /// [`Effects::validate`]). With [`Effects::NONE`] the streak presets give exactly what
+    /// [`Preset::params`] always gave. The atmospheric veil, when drawn, replaces the preset's
+    /// gradient veil.
+    pub fn params_with(self, seed: u64, effects: &Effects) -> RainParams {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ PRESET_SALT);
-        match self {
+        let mut params = match self {
             Preset::Light => draw(&LIGHT, &mut rng, 0.2),
             Preset::Medium => draw(&MEDIUM, &mut rng, 0.2),
             Preset::Heavy => draw(&HEAVY, &mut rng, 0.2),
-            Preset::Mixed => {
+            Preset::Mixed | Preset::Driving => {
                 let recipe = match rng.random_range(0..3u8) {
                     0 => &LIGHT,
                     1 => &MEDIUM,
                     _ => &HEAVY,
                 };
-                draw(recipe, &mut rng, 0.4)
+                let mut p = draw(recipe, &mut rng, 0.4);
+                if self == Preset::Driving {
+                    p.veil = None;
+                }
+                p
             }
-        }
+        };
+        add_effects(&mut params, seed, effects);
+        params
+    }
+}
+
+/// A probability made safe for `random_bool` (NaN counts as 0).
+fn prob(p: f64) -> f64 {
+    if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) }
+}
+
+/// Draws every driving effect's values (always, in a fixed order) and keeps those whose coin
+/// comes up.
+fn add_effects(params: &mut RainParams, seed: u64, effects: &Effects) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ EFFECTS_SALT);
+    // One vanishing point for the veil and the radial flow: the road ahead, a little off centre.
+    let vp = [rng.random_range(0.4..=0.6), rng.random_range(0.35..=0.55)];
+
+    let level: f32 = rng.random_range(0.55..=0.95);
+    let blue: f32 = rng.random_range(0.0..=0.10);
+    let scattering = Scattering {
+        beta: rng.random_range(0.4..=3.0),
+        airlight: [
+            (level - blue).clamp(0.0, 1.0),
+            (level - blue / 3.0).clamp(0.0, 1.0),
+            (level + blue / 2.0).clamp(0.0, 1.0),
+        ],
+        sky_match: rng.random_range(0.5..=1.0),
+        vanishing_point: vp,
+        scene_weight: rng.random_range(0.3..=0.8),
+    };
+    let motion = CameraMotion {
+        vanishing_point: vp,
+        flow: rng.random_range(0.5..=3.0),
+    };
+    let wind = params.layers.first().map_or(0.0, |l| l.angle_deg);
+    // Near the lens: far out of focus (wide and faint for their light), long, and few.
+    let lens = StreakLayer {
+        density: rng.random_range(0.005..=0.02),
+        length: rng.random_range(170.0..=320.0),
+        angle_deg: wind + rng.random_range(-3.0..=3.0),
+        width: rng.random_range(9.0..=16.0),
+        brightness: rng.random_range(0.15..=0.35),
+        blur: rng.random_range(6.0..=12.0),
+        speed: rng.random_range(150.0..=250.0),
+    };
+    let refraction = Refraction {
+        strength: rng.random_range(0.6..=1.0),
+        gain: rng.random_range(0.9..=1.3),
+    };
+    let small: f32 = rng.random_range(1.5..=4.0);
+    let drops = WindshieldDrops {
+        coverage: rng.random_range(0.03..=0.25),
+        radius: [small, rng.random_range(8.0..=24.0)],
+        field: rng.random_range(2.0..=4.0),
+        blur: rng.random_range(1.5..=4.0),
+        edge: rng.random_range(0.8..=2.5),
+        lifetime: rng.random_range(50..=200),
+    };
+    let on = [
+        effects.scattering,
+        effects.radial,
+        effects.lens_streaks,
+        effects.refraction,
+        effects.drops,
+    ]
+    .map(|p| rng.random_bool(prob(p)));
+    if on[0] {
+        params.veil = None;
+        params.scattering = Some(scattering);
+    }
+    if on[1] {
+        params.motion = Some(motion);
+    }
+    if on[2] {
+        params.layers.push(lens);
+    }
+    if on[3] {
+        params.refraction = Some(refraction);
+    }
+    if on[4] {
+        params.drops = Some(drops);
     }
 }
 
@@ -173,7 +276,11 @@ fn draw(recipe: &Recipe, rng: &mut ChaCha8Rng, spread: f32) -> RainParams {
         beta: beta * rng.random_range(1.0 - spread..=1.0 + spread),
         atmosphere: (atmosphere * rng.random_range(1.0 - spread..=1.0 + spread)).min(1.0),
     });
-    RainParams { layers, veil }
+    RainParams {
+        layers,
+        veil,
+        ..RainParams::default()
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +304,36 @@ mod tests {
                 - angles.iter().cloned().fold(f32::MAX, f32::min);
             assert!(spread <= 6.0, "seed {seed}: {angles:?}");
         }
+    }
+
+    #[test]
+    fn effects_do_not_change_the_streaks_and_follow_their_probabilities() {
+        for seed in 0..40 {
+            let plain = Preset::Heavy.params(seed);
+            assert_eq!(Preset::Heavy.params_with(seed, &Effects::NONE), plain);
+            let all = Effects {
+                scattering: 1.0,
+                radial: 1.0,
+                lens_streaks: 1.0,
+                refraction: 1.0,
+                drops: 1.0,
+            };
+            let p = Preset::Heavy.params_with(seed, &all);
+            assert_eq!(p.layers[..plain.layers.len()], plain.layers[..]);
+            assert_eq!(p.layers.len(), plain.layers.len() + 1, "lens layer added");
+            assert!(p.veil.is_none() && p.scattering.is_some());
+            assert!(p.motion.is_some() && p.refraction.is_some() && p.drops.is_some());
+            p.validate().unwrap();
+            // One effect off leaves the others' values alone.
+            let no_drops = Preset::Heavy.params_with(seed, &Effects { drops: 0.0, ..all });
+            assert!(no_drops.drops.is_none());
+            assert_eq!(no_drops.scattering, p.scattering);
+        }
+        let with_drops = (0..200)
+            .filter(|&s| Preset::Driving.params(s).drops.is_some())
+            .count();
+        assert!((70..130).contains(&with_drops), "{with_drops} of 200");
+        assert!(Preset::Driving.params(3).veil.is_none());
     }
 
     #[test]

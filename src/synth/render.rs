@@ -25,16 +25,23 @@ use std::sync::{Mutex, TryLockError};
 
 use crate::imageio::RgbImage;
 
-use super::{RainParams, StreakLayer, SynthError, Veil};
+use super::drops::{self, WindshieldDrop};
+use super::scatter::MAX_BETA;
+use super::{
+    CameraMotion, RainParams, Refraction, Scattering, StreakLayer, SynthError, Veil,
+    WindshieldDrops,
+};
 
 /// Upper bounds that keep a hostile or mistaken parameter set from taking unbounded memory or
 /// time: 100 drops per 1000 px is already a white-out.
-const MAX_DENSITY: f32 = 100.0;
-const MAX_LENGTH: f32 = 2048.0;
-const MAX_WIDTH: f32 = 64.0;
-const MAX_BLUR: f32 = 32.0;
-const MAX_ANGLE_DEG: f32 = 60.0;
-const MAX_SPEED: f32 = 1.0e5;
+pub(crate) const MAX_DENSITY: f32 = 100.0;
+pub(crate) const MAX_LENGTH: f32 = 2048.0;
+pub(crate) const MAX_WIDTH: f32 = 64.0;
+pub(crate) const MAX_BLUR: f32 = 32.0;
+pub(crate) const MAX_ANGLE_DEG: f32 = 60.0;
+pub(crate) const MAX_SPEED: f32 = 1.0e5;
+/// Radial flow beyond 10 fall lengths per half-diagonal only makes longer lines.
+pub(crate) const MAX_FLOW: f32 = 10.0;
 /// Per-drop angle variation (fixed for the drop's life): real rain within one depth is nearly,
 /// but not exactly, parallel.
 const ANGLE_JITTER_DEG: f32 = 1.5;
@@ -59,6 +66,7 @@ const Q_MAX: f32 = CUTOFF_SIGMAS * CUTOFF_SIGMAS / 2.0;
 const LAYER_SALT: u64 = 0x5354_5245_414b_4c59; // "STREAKLY"
 const STATIC_SALT: u64 = 0x0d70_5354_4154_4943;
 const CYCLE_SALT: u64 = 0x4359_434c_4553_414c;
+const RADIAL_SALT: u64 = 0x5241_4449_414c_5354; // "RADIALST"
 
 /// The rain field of one frame: what is composited onto the clean frame.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -126,6 +134,11 @@ pub struct RainRenderer {
     veil_rows: Vec<f32>,
     /// Normalised Gaussian cross-section against q = v²/(2σ²).
     gauss: Vec<f32>,
+    /// The driving effects, clamped into range.
+    scattering: Option<Scattering>,
+    motion: Option<CameraMotion>,
+    refraction: Option<Refraction>,
+    drops: Option<WindshieldDrops>,
     /// Streak buffer reused across `render` calls; a caller that finds it busy (another thread
     /// rendering) allocates its own rather than waiting.
     scratch: Mutex<Vec<f32>>,
@@ -156,6 +169,10 @@ impl Clone for RainRenderer {
             plans: self.plans.clone(),
             veil_rows: self.veil_rows.clone(),
             gauss: self.gauss.clone(),
+            scattering: self.scattering.clone(),
+            motion: self.motion.clone(),
+            refraction: self.refraction.clone(),
+            drops: self.drops.clone(),
             scratch: Mutex::new(Vec::new()),
         }
     }
@@ -163,7 +180,8 @@ impl Clone for RainRenderer {
 
 impl RainRenderer {
     /// Prepares the rain of `params` and `seed` for `width`x`height` frames. Out-of-range or
-    /// non-finite parameter values are clamped (NaN counts as 0): see [`StreakLayer`] for ranges.
+    /// non-finite parameter values are clamped (NaN counts as 0): see [`StreakLayer`] for ranges,
+    /// and [`RainRenderer::checked`] to refuse them instead.
     pub fn new(params: RainParams, seed: u64, width: u32, height: u32) -> Self {
         let plans = params
             .layers
@@ -183,6 +201,16 @@ impl RainRenderer {
                 ((-q).exp() - cut) / (1.0 - cut)
             })
             .collect();
+        let scattering = params.scattering.as_ref().map(sanitize_scattering);
+        let motion = params.motion.as_ref().map(|m| CameraMotion {
+            vanishing_point: m.vanishing_point.map(|v| finite_clamp(v, 0.0, 1.0)),
+            flow: finite_clamp(m.flow, 0.0, MAX_FLOW),
+        });
+        let refraction = params.refraction.as_ref().map(|r| Refraction {
+            strength: finite_clamp(r.strength, 0.0, 1.0),
+            gain: finite_clamp(r.gain, 0.0, 4.0),
+        });
+        let drops = params.drops.as_ref().map(drops::sanitize);
         Self {
             params,
             seed,
@@ -191,8 +219,39 @@ impl RainRenderer {
             plans,
             veil_rows,
             gauss,
+            scattering,
+            motion,
+            refraction,
+            drops,
             scratch: Mutex::new(Vec::new()),
         }
+    }
+
+    /// As [`RainRenderer::new`], but a parameter out of its range is an error naming it
+    /// ([`RainParams::validate`]).
+    pub fn checked(
+        params: RainParams,
+        seed: u64,
+        width: u32,
+        height: u32,
+    ) -> Result<Self, SynthError> {
+        params.validate()?;
+        Ok(Self::new(params, seed, width, height))
+    }
+
+    /// The windshield drops of frame `frame` (none for a dry windshield). Drops keep their
+    /// place from frame to frame; with a `lifetime`, about `1/lifetime` of them move each frame.
+    pub fn windshield_drops(&self, frame: u64) -> Vec<WindshieldDrop> {
+        match &self.drops {
+            Some(d) => drops::drops_at(d, self.seed, frame, self.width, self.height),
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether compositing needs the frame-dependent path (any driving effect but motion,
+    /// which only changes the streak field).
+    fn frame_effects(&self) -> bool {
+        self.scattering.is_some() || self.refraction.is_some() || self.drops.is_some()
     }
 
     /// The parameters this renderer was built with (as given, before clamping).
@@ -222,6 +281,9 @@ impl RainRenderer {
     /// The rain field (`S` and `A`) of frame `frame`. The same renderer inputs and frame always
     /// give the same field; frame `t + 1` is frame `t` with every drop moved by its layer's speed
     /// along its streak (drops leaving the bottom respawn, deterministically, above the top).
+    /// With [`CameraMotion`] the streaks are radial and drawn afresh each frame (from a moving
+    /// car a streak crosses the frame within a frame or two). The effects that depend on the
+    /// frame (atmospheric veil, refraction, windshield drops) are not part of this field.
     pub fn rain_layer(&self, frame: u64) -> RainLayer {
         let mut layer = RainLayer::default();
         self.rain_layer_into(frame, &mut layer);
@@ -246,6 +308,19 @@ impl RainRenderer {
         self.check_size(clean.width(), clean.height())?;
         let mut out = RgbImage::new(self.width, self.height);
         let to_f32: [f32; 256] = std::array::from_fn(|i| i as f32 / 255.0);
+        if self.frame_effects() {
+            let src: Vec<f32> = clean
+                .as_raw()
+                .iter()
+                .map(|&b| to_f32[usize::from(b)])
+                .collect();
+            let mut dst = vec![0.0f32; src.len()];
+            self.with_streaks(frame, |s| self.composite_effects(&src, &mut dst, s, frame));
+            for (o, v) in out.iter_mut().zip(&dst) {
+                *o = (v * 255.0 + 0.5) as u8;
+            }
+            return Ok(out);
+        }
         self.with_streaks(frame, |s| {
             self.composite(
                 clean.as_raw(),
@@ -279,7 +354,11 @@ impl RainRenderer {
                 });
             }
         }
-        self.with_streaks(frame, |s| self.composite(clean_rgb, out, s, |b| b, |o| o));
+        if self.frame_effects() {
+            self.with_streaks(frame, |s| self.composite_effects(clean_rgb, out, s, frame));
+        } else {
+            self.with_streaks(frame, |s| self.composite(clean_rgb, out, s, |b| b, |o| o));
+        }
         Ok(())
     }
 
@@ -333,6 +412,60 @@ impl RainRenderer {
         }
     }
 
+    /// The driving-camera compositing over float HWC frames, in the order light reaches the
+    /// camera: atmospheric veil over the scene, streaks (screen blend, or towards the
+    /// environment radiance with [`Refraction`]), the gradient veil, then the windshield drops
+    /// refracting all of that. Lengths were checked by the callers.
+    fn composite_effects(&self, clean: &[f32], out: &mut [f32], streaks: &[f32], frame: u64) {
+        let (w, h) = (self.width as usize, self.height as usize);
+        for (o, &c) in out.iter_mut().zip(clean) {
+            *o = c.clamp(0.0, 1.0);
+        }
+        if let Some(sc) = &self.scattering {
+            sc.apply(out, w, h);
+        }
+        // Refraction: the streak takes the environment's radiance, about the sky's (the top
+        // third of a dashcam frame), so it shows over a dark road and vanishes over the sky.
+        let env = self.refraction.as_ref().map(|r| {
+            let rows = (h / 3).max(1).min(h);
+            let mut sum = [0.0f64; 3];
+            for px in out[..rows * w * 3].chunks_exact(3) {
+                for (s, &v) in sum.iter_mut().zip(px) {
+                    *s += f64::from(v);
+                }
+            }
+            let n = (rows * w).max(1) as f64;
+            let e = sum.map(|s| ((s / n) as f32 * r.gain).clamp(0.0, 1.0));
+            (r.strength, e)
+        });
+        if w > 0 {
+            let rows = out
+                .chunks_exact_mut(3 * w)
+                .zip(streaks.chunks_exact(w))
+                .zip(&self.veil_rows);
+            for ((row, s_row), &a) in rows {
+                for (px, &s) in row.chunks_exact_mut(3).zip(s_row) {
+                    if s == 0.0 && a == 0.0 {
+                        continue;
+                    }
+                    for (c, p) in px.iter_mut().enumerate() {
+                        let b = *p;
+                        let screen = b + s * (1.0 - b);
+                        let lit = match &env {
+                            Some((k, e)) => (1.0 - k) * screen + k * (b * (1.0 - s) + e[c] * s),
+                            None => screen,
+                        };
+                        *p = (lit * (1.0 - a) + a).clamp(0.0, 1.0);
+                    }
+                }
+            }
+        }
+        if let Some(d) = &self.drops {
+            let list = drops::drops_at(d, self.seed, frame, self.width, self.height);
+            drops::apply(d, &list, out, w, h);
+        }
+    }
+
     /// Runs `f` on the streak field of `frame`, in the shared scratch buffer when it is free.
     fn with_streaks<R>(&self, frame: u64, f: impl FnOnce(&[f32]) -> R) -> R {
         let mut guard = match self.scratch.try_lock() {
@@ -358,6 +491,12 @@ impl RainRenderer {
         buf.resize(self.n_pixels(), 0.0);
         let (w, h) = (self.width as usize, self.height as usize);
         if w == 0 || h == 0 {
+            return;
+        }
+        if let Some(m) = &self.motion {
+            for plan in &self.plans {
+                self.fill_radial(plan, m, frame, buf);
+            }
             return;
         }
         let t = frame as f64;
@@ -390,6 +529,176 @@ impl RainRenderer {
                 splat(buf, w, h, &self.gauss, &streak);
             }
         }
+    }
+}
+
+impl RainRenderer {
+    /// Radial streaks of one layer for frame `frame`: each drop, uniformly placed, streaks along
+    /// `L·(fall + flow·(p − vp)/R)` (its fall, tilted by the wind, plus the expanding flow away
+    /// from the vanishing point, which grows with the distance from it), centred on the drop.
+    fn fill_radial(&self, plan: &LayerPlan, m: &CameraMotion, frame: u64, buf: &mut [f32]) {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let (wf, hf) = (w as f32, h as f32);
+        let layer = &plan.layer;
+        let (vx, vy) = (m.vanishing_point[0] * wf, m.vanishing_point[1] * hf);
+        let inv_r = 2.0 / (wf * wf + hf * hf).sqrt();
+        let len_max = layer.length * LENGTH_MULT.1;
+        // Streaks reaching in from outside: margin of half the longest streak near the edges.
+        let margin = (0.5 * len_max * (1.0 + m.flow * 1.5)).min(wf.max(hf));
+        let (dw, dh) = (wf + 2.0 * margin, hf + 2.0 * margin);
+        let n =
+            (f64::from(layer.density) / 1000.0 * f64::from(dw) * f64::from(dh)).round() as usize;
+        let blur2 = layer.blur * layer.blur;
+        let seed = plan.seed ^ RADIAL_SALT;
+        for i in 0..n {
+            let mut r = HashRng::new(seed, i as u64, frame as i64);
+            let px = -margin + r.unit() * dw;
+            let py = -margin + r.unit() * dh;
+            let len = layer.length * r.range(LENGTH_MULT);
+            let sigma_w = layer.width * r.range(WIDTH_MULT) / FWHM_PER_SIGMA;
+            let brightness = layer.brightness * r.range(BRIGHTNESS_MULT);
+            let angle =
+                (layer.angle_deg + r.range((-ANGLE_JITTER_DEG, ANGLE_JITTER_DEG))).to_radians();
+            let (sin, cos) = angle.sin_cos();
+            let vxs = len * (sin + m.flow * (px - vx) * inv_r);
+            let vys = len * (cos + m.flow * (py - vy) * inv_r);
+            let l = (vxs * vxs + vys * vys).sqrt();
+            if !(l >= 0.5) {
+                continue;
+            }
+            let scale = l.min(MAX_LENGTH) / l;
+            let (hx, hy) = (0.5 * vxs * scale, 0.5 * vys * scale);
+            let sigma = (sigma_w * sigma_w + blur2).sqrt().max(MIN_SIGMA);
+            let peak = brightness * (sigma_w / sigma).min(1.0);
+            splat_segment(
+                buf,
+                w,
+                h,
+                &self.gauss,
+                (px - hx, py - hy),
+                (px + hx, py + hy),
+                sigma,
+                peak,
+            );
+        }
+    }
+}
+
+/// Calls `f(pixel index, along, across)` for every pixel within `reach` of the line through
+/// `from` → `to` whose position along it lies in `[−ext, len + ext]` (`along` from `from`,
+/// `across` signed, both in pixels). Any direction, any length; clipped to the frame.
+pub(super) fn for_each_near_segment(
+    from: (f32, f32),
+    to: (f32, f32),
+    reach: f32,
+    ext: f32,
+    w: usize,
+    h: usize,
+    mut f: impl FnMut(usize, f32, f32),
+) {
+    if w == 0 || h == 0 || !(reach > 0.0) {
+        return;
+    }
+    let (dx, dy) = (to.0 - from.0, to.1 - from.1);
+    let len = (dx * dx + dy * dy).sqrt();
+    if !len.is_finite() || !from.0.is_finite() || !from.1.is_finite() {
+        return;
+    }
+    let (ux, uy) = if len > 1e-6 {
+        (dx / len, dy / len)
+    } else {
+        (0.0, 1.0)
+    };
+    let pad = reach + ext;
+    let y_top = (from.1.min(to.1) - pad).ceil().max(0.0);
+    let y_bot = (from.1.max(to.1) + pad).floor().min(h as f32 - 1.0);
+    if y_top > y_bot {
+        return;
+    }
+    // a·x + b ∈ [lo, hi] as an interval of x (None: no x).
+    let solve = |a: f32, b: f32, lo: f32, hi: f32| -> Option<(f32, f32)> {
+        if a.abs() < 1e-6 {
+            (b >= lo && b <= hi).then_some((f32::NEG_INFINITY, f32::INFINITY))
+        } else {
+            let (p, q) = ((lo - b) / a, (hi - b) / a);
+            Some((p.min(q), p.max(q)))
+        }
+    };
+    for y in y_top as usize..=y_bot as usize {
+        let ry = y as f32 - from.1;
+        // along(x) = (x − x₀)·ux + ry·uy; across(x) = −(x − x₀)·uy + ry·ux.
+        let Some((a0, a1)) = solve(ux, ry * uy - from.0 * ux, -ext, len + ext) else {
+            continue;
+        };
+        let Some((c0, c1)) = solve(-uy, ry * ux + from.0 * uy, -reach, reach) else {
+            continue;
+        };
+        let xa = a0.max(c0).ceil().max(0.0);
+        let xb = a1.min(c1).floor().min(w as f32 - 1.0);
+        if !(xa <= xb) {
+            continue;
+        }
+        for x in xa as usize..=xb as usize {
+            let rx = x as f32 - from.0;
+            f(y * w + x, rx * ux + ry * uy, -rx * uy + ry * ux);
+        }
+    }
+}
+
+/// Draws a streak of any direction from its tail to its head into `s` (screen blend), with the
+/// same cross-section and taper as [`splat`].
+#[allow(clippy::too_many_arguments)]
+fn splat_segment(
+    s: &mut [f32],
+    w: usize,
+    h: usize,
+    gauss: &[f32],
+    tail: (f32, f32),
+    head: (f32, f32),
+    sigma: f32,
+    peak: f32,
+) {
+    let len = ((head.0 - tail.0).powi(2) + (head.1 - tail.1).powi(2)).sqrt();
+    if len < 0.5 || peak <= 0.0 || sigma <= 0.0 {
+        return;
+    }
+    let q_scale = LUT_LEN as f32 / Q_MAX / (2.0 * sigma * sigma);
+    let inv_half_len = 2.0 / len;
+    for_each_near_segment(
+        tail,
+        head,
+        CUTOFF_SIGMAS * sigma,
+        0.0,
+        w,
+        h,
+        |i, along, across| {
+            if along <= 0.0 || along >= len {
+                return;
+            }
+            let qi = (across * across * q_scale) as usize;
+            let Some(&g) = gauss.get(qi) else { return };
+            let u = along * inv_half_len - 1.0;
+            let u2 = u * u;
+            let v = peak * (1.0 - u2 * u2) * g;
+            if let Some(px) = s.get_mut(i) {
+                *px += v * (1.0 - *px);
+            }
+        },
+    );
+}
+
+/// A value clamped into `[lo, hi]`; NaN becomes `lo`.
+fn finite_clamp(v: f32, lo: f32, hi: f32) -> f32 {
+    if v.is_nan() { lo } else { v.clamp(lo, hi) }
+}
+
+fn sanitize_scattering(s: &Scattering) -> Scattering {
+    Scattering {
+        beta: finite_clamp(s.beta, 0.0, MAX_BETA),
+        airlight: s.airlight.map(|a| finite_clamp(a, 0.0, 1.0)),
+        sky_match: finite_clamp(s.sky_match, 0.0, 1.0),
+        vanishing_point: s.vanishing_point.map(|v| finite_clamp(v, 0.0, 1.0)),
+        scene_weight: finite_clamp(s.scene_weight, 0.0, 1.0),
     }
 }
 
@@ -545,23 +854,23 @@ fn mix(mut z: u64) -> u64 {
 
 /// A tiny counter-based generator keyed by (seed, drop, cycle): random access into the stream of
 /// any drop in any cycle without replaying the ones before it (which a ChaCha stream would need).
-struct HashRng(u64);
+pub(super) struct HashRng(u64);
 
 impl HashRng {
-    fn new(seed: u64, drop: u64, cycle: i64) -> Self {
+    pub(super) fn new(seed: u64, drop: u64, cycle: i64) -> Self {
         Self(mix(
             seed ^ mix(drop ^ mix(cycle as u64 ^ CYCLE_SALT).rotate_left(17))
         ))
     }
 
     /// Uniform in [0, 1).
-    fn unit(&mut self) -> f32 {
+    pub(super) fn unit(&mut self) -> f32 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         (mix(self.0) >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
     }
 
     /// Uniform in [lo, hi).
-    fn range(&mut self, (lo, hi): (f32, f32)) -> f32 {
+    pub(super) fn range(&mut self, (lo, hi): (f32, f32)) -> f32 {
         lo + (hi - lo) * self.unit()
     }
 }
@@ -581,7 +890,7 @@ mod tests {
                 blur: 0.0,
                 speed,
             }],
-            veil: None,
+            ..RainParams::default()
         }
     }
 
@@ -646,7 +955,31 @@ mod tests {
                 beta: f32::NAN,
                 atmosphere: 2.0,
             }),
+            scattering: Some(Scattering {
+                beta: f32::INFINITY,
+                airlight: [f32::NAN, -1.0, 9.0],
+                sky_match: f32::NAN,
+                vanishing_point: [-5.0, f32::NAN],
+                scene_weight: 3.0,
+            }),
+            motion: Some(CameraMotion {
+                vanishing_point: [f32::NAN, 2.0],
+                flow: f32::INFINITY,
+            }),
+            refraction: Some(Refraction {
+                strength: f32::NAN,
+                gain: -1.0,
+            }),
+            drops: Some(WindshieldDrops {
+                coverage: f32::INFINITY,
+                radius: [f32::NAN, -4.0],
+                field: 0.0,
+                blur: f32::INFINITY,
+                edge: f32::NAN,
+                lifetime: u32::MAX,
+            }),
         };
+        assert!(params.validate().is_err());
         for (w, h) in [(0, 0), (1, 1), (0, 5), (17, 3)] {
             let r = RainRenderer::new(params.clone(), 0, w, h);
             let l = r.rain_layer(u64::MAX);

@@ -28,7 +28,7 @@ use crate::imageio::{self, RgbImage};
 use crate::metrics;
 use crate::onnx::GeneratorOutput;
 use crate::plot::{Series, log_chart};
-use crate::synth::Preset;
+use crate::synth::{Effects, Preset};
 
 /// File names inside a run directory.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -53,6 +53,22 @@ pub struct DataConfig {
     /// Stage 1 (and stage 2's `loss.synthetic` pairs): probability of keeping a preset's veil
     /// (haze) on a sample.
     pub veil_probability: f64,
+    /// Which veil the synthetic pairs carry: "gradient" (the vertical-gradient haze of the
+    /// light..mixed presets), "scattering" (the atmospheric model `I = J·t + A·(1 − t)` with a
+    /// scene-following depth, on every sample, then kept with `veil_probability`); absent: the
+    /// preset's own (scattering for driving, with its probability).
+    pub veil_model: Option<VeilModel>,
+    /// Probability of a moving camera's radial streaks on a sample (absent: the preset's).
+    pub radial_probability: Option<f64>,
+    /// Probability of a layer of near-lens defocused streaks (absent: the preset's).
+    pub lens_streak_probability: Option<f64>,
+    /// Probability that streak brightness follows the background (absent: the preset's).
+    pub refraction_probability: Option<f64>,
+    /// Probability of windshield drops (otherwise a dry windshield; absent: the preset's).
+    pub drops_probability: Option<f64>,
+    /// Share of samples that are hard negatives: dry, with thin straight scene lines drawn into
+    /// input and target alike. Of the other samples, `dry_fraction` stay plainly dry.
+    pub line_negative_fraction: f64,
     /// Integer downscale of every frame (the paper trains on 4× downscaled frames).
     pub downscale: u32,
     /// Every n-th video frame.
@@ -76,6 +92,12 @@ impl Default for DataConfig {
             preset: Preset::Mixed,
             dry_fraction: 0.0,
             veil_probability: 1.0,
+            veil_model: None,
+            radial_probability: None,
+            lens_streak_probability: None,
+            refraction_probability: None,
+            drops_probability: None,
+            line_negative_fraction: 0.0,
             downscale: 1,
             stride: 1,
             max_frames: None,
@@ -83,6 +105,48 @@ impl Default for DataConfig {
             validation: None,
             validation_limit: 12,
         }
+    }
+}
+
+/// The veil model of synthetic pairs (`data.veil_model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VeilModel {
+    /// The presets' vertical-gradient haze.
+    Gradient,
+    /// The atmospheric scattering model ([`crate::synth::Scattering`]).
+    Scattering,
+}
+
+impl DataConfig {
+    /// The driving-effect probabilities the synthetic pairs draw with: the preset's, with each
+    /// key that is set taking its place.
+    pub fn effects(&self) -> Effects {
+        let mut e = self.preset.default_effects();
+        match self.veil_model {
+            Some(VeilModel::Gradient) => e.scattering = 0.0,
+            Some(VeilModel::Scattering) => e.scattering = 1.0,
+            None => {}
+        }
+        for (slot, key) in [
+            (&mut e.radial, self.radial_probability),
+            (&mut e.lens_streaks, self.lens_streak_probability),
+            (&mut e.refraction, self.refraction_probability),
+            (&mut e.drops, self.drops_probability),
+        ] {
+            if let Some(p) = key {
+                *slot = p;
+            }
+        }
+        e
+    }
+
+    /// Stage 1's synthetic pairs over `clean` as these settings ask.
+    fn synthetic_pairs(&self, clean: FramePool, crop: u32, seed: u64) -> SyntheticPairs {
+        SyntheticPairs::new(clean, self.preset, crop, seed)
+            .with_mix(self.dry_fraction, self.veil_probability)
+            .with_effects(self.effects())
+            .with_line_negatives(self.line_negative_fraction)
     }
 }
 
@@ -254,9 +318,18 @@ impl RunConfig {
             return Err("data.rainy: stage anlcl needs real rainy footage".into());
         }
         for (key, v) in [
-            ("data.dry_fraction", d.dry_fraction),
-            ("data.veil_probability", d.veil_probability),
+            ("data.dry_fraction", Some(d.dry_fraction)),
+            ("data.veil_probability", Some(d.veil_probability)),
+            ("data.radial_probability", d.radial_probability),
+            ("data.lens_streak_probability", d.lens_streak_probability),
+            ("data.refraction_probability", d.refraction_probability),
+            ("data.drops_probability", d.drops_probability),
+            (
+                "data.line_negative_fraction",
+                Some(d.line_negative_fraction),
+            ),
         ] {
+            let Some(v) = v else { continue };
             if !(0.0..=1.0).contains(&v) {
                 return Err(format!("{key} must be in [0, 1], got {v}"));
             }
@@ -322,10 +395,7 @@ impl Data {
             Stage::Pretrain => {
                 let n = clean.len();
                 (
-                    Data::Synthetic(
-                        SyntheticPairs::new(clean, cfg.data.preset, crop, seed)
-                            .with_mix(cfg.data.dry_fraction, cfg.data.veil_probability),
-                    ),
+                    Data::Synthetic(cfg.data.synthetic_pairs(clean, crop, seed)),
                     n,
                 )
             }
@@ -339,12 +409,8 @@ impl Data {
                 log::info!("rainy footage: {}", rainy.summary());
                 let n = rainy.len();
                 // Its own sampling streams, so the unpaired crops do not change with the term.
-                let synthetic = (cfg.train.loss.synthetic > 0.0).then(|| {
-                    Box::new(
-                        SyntheticPairs::new(clean.clone(), cfg.data.preset, crop, seed)
-                            .with_mix(cfg.data.dry_fraction, cfg.data.veil_probability),
-                    )
-                });
+                let synthetic = (cfg.train.loss.synthetic > 0.0)
+                    .then(|| Box::new(cfg.data.synthetic_pairs(clean.clone(), crop, seed)));
                 (
                     Data::Unpaired(UnpairedCrops::new(rainy, clean, crop, seed), synthetic),
                     n,

@@ -1,6 +1,7 @@
 //! `derain synth`: renders seeded synthetic rain over clean footage and writes matching
 //! OUT/rainy and OUT/clean images (and, for video sources, optionally a rainy video with the
-//! same frames and timestamps).
+//! same frames and timestamps). Driving effects (atmospheric veil, radial and near-lens
+//! streaks, refraction, windshield drops) and line hard negatives are drawn per source.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use derain::footage::{Footage, FootageOptions, Source, VideoWriter, expand_sources};
 use derain::imageio;
-use derain::synth::{Preset, RainRenderer};
+use derain::synth::{Effects, LinePattern, Preset, RainParams, RainRenderer, SynthError};
 
 #[derive(clap::Args)]
 pub struct SynthArgs {
@@ -37,7 +38,117 @@ pub struct SynthArgs {
     /// Integer downscale of every frame before rain is rendered.
     #[arg(long, default_value_t = 1)]
     downscale: u32,
+    /// Probability per source of the atmospheric veil (I = J·t + A·(1 − t), depth from the
+    /// frame's layout); it replaces the preset's gradient veil. Default: the preset's (driving
+    /// 0.7, others 0).
+    #[arg(long, value_name = "P")]
+    scattering_veil: Option<f64>,
+    /// Probability per source of a moving camera's radial streaks. Default: the preset's
+    /// (driving 0.6, others 0).
+    #[arg(long, value_name = "P")]
+    radial: Option<f64>,
+    /// Probability per source of a layer of near-lens defocused streaks. Default: the preset's
+    /// (driving 0.4, others 0).
+    #[arg(long, value_name = "P")]
+    lens_streaks: Option<f64>,
+    /// Probability per source that streak brightness follows the background. Default: the
+    /// preset's (driving 0.8, others 0).
+    #[arg(long, value_name = "P")]
+    refraction: Option<f64>,
+    /// Probability per source of windshield drops (0: a dry windshield). Default: the
+    /// preset's (driving 0.5, others 0).
+    #[arg(long, value_name = "P")]
+    drops: Option<f64>,
+    /// Share of sources written as hard negatives: no rain, thin straight lines (poles, grids,
+    /// cables, lane dashes) drawn into both OUT/rainy and OUT/clean.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    line_negatives: f64,
+    /// Extinction β of the atmospheric veil (0..=8); switches the veil on unless
+    /// --scattering-veil is given.
+    #[arg(long, value_name = "BETA")]
+    veil_beta: Option<f32>,
+    /// Share of the frame covered by windshield drops (0..=0.6); switches drops on unless
+    /// --drops is given.
+    #[arg(long, value_name = "C")]
+    drop_coverage: Option<f32>,
+    /// Radial streak flow (0..=10 fall lengths per half-diagonal); switches radial streaks on
+    /// unless --radial is given.
+    #[arg(long, value_name = "F")]
+    radial_flow: Option<f32>,
 }
+
+/// Checks a flag's value, naming the flag.
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    flag: &str,
+    v: Option<T>,
+    lo: T,
+    hi: T,
+) -> Result<(), SynthError> {
+    match v {
+        Some(v) if !(v >= lo && v <= hi) => Err(SynthError::OutOfRange {
+            name: flag.to_owned(),
+            value: v.to_string(),
+            allowed: format!("{lo}..={hi}"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl SynthArgs {
+    /// The effect probabilities: the preset's, with each flag given taking its place (and an
+    /// effect whose strength is set switched on unless its probability is given too).
+    fn effects(&self) -> Result<Effects, SynthError> {
+        for (flag, v) in [
+            ("--scattering-veil", self.scattering_veil),
+            ("--radial", self.radial),
+            ("--lens-streaks", self.lens_streaks),
+            ("--refraction", self.refraction),
+            ("--drops", self.drops),
+            ("--line-negatives", Some(self.line_negatives)),
+        ] {
+            in_range(flag, v, 0.0, 1.0)?;
+        }
+        in_range("--veil-beta", self.veil_beta, 0.0, 8.0)?;
+        in_range("--drop-coverage", self.drop_coverage, 0.0, 0.6)?;
+        in_range("--radial-flow", self.radial_flow, 0.0, 10.0)?;
+        let mut e = self.preset.default_effects();
+        let on = |p: Option<f64>, strength: Option<f32>, preset: f64| {
+            p.unwrap_or(if strength.is_some() { 1.0 } else { preset })
+        };
+        e.scattering = on(self.scattering_veil, self.veil_beta, e.scattering);
+        e.radial = on(self.radial, self.radial_flow, e.radial);
+        e.drops = on(self.drops, self.drop_coverage, e.drops);
+        e.lens_streaks = self.lens_streaks.unwrap_or(e.lens_streaks);
+        e.refraction = self.refraction.unwrap_or(e.refraction);
+        e.validate()?;
+        Ok(e)
+    }
+
+    /// A source's rain: drawn for its seed, then the strengths set on the command line.
+    fn params(&self, seed: u64, effects: &Effects) -> Result<RainParams, SynthError> {
+        let mut p = self.preset.params_with(seed, effects);
+        if let (Some(s), Some(b)) = (p.scattering.as_mut(), self.veil_beta) {
+            s.beta = b;
+        }
+        if let (Some(d), Some(c)) = (p.drops.as_mut(), self.drop_coverage) {
+            d.coverage = c;
+        }
+        if let (Some(m), Some(f)) = (p.motion.as_mut(), self.radial_flow) {
+            m.flow = f;
+        }
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+/// What a source becomes: rain over it, or a hard negative with lines drawn into it.
+enum Job {
+    Rain(RainRenderer),
+    Lines(LinePattern),
+}
+
+/// Salt of the per-source line-negative coin, so it is independent of the rain draw.
+const LINE_SALT: u64 = 0x6c69_6e65_434f_494e;
 
 /// Mixes the user's seed with a source's position so each source gets its own, reproducible,
 /// rain (SplitMix64 finaliser).
@@ -49,6 +160,7 @@ fn source_seed(seed: u64, index: usize) -> u64 {
 }
 
 pub fn run(args: SynthArgs) -> Result<()> {
+    let effects = args.effects()?;
     let sources = expand_sources(&args.clean)?;
     if sources.is_empty() {
         bail!("no image or video found in {:?}", args.clean);
@@ -108,7 +220,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
     let mut footage = Footage::from_sources(sources, options)?;
 
     let mut record = Vec::new();
-    let mut renderer: Option<(PathBuf, (u32, u32), RainRenderer)> = None;
+    let mut renderer: Option<(PathBuf, (u32, u32), Job)> = None;
     let mut writer: Option<(PathBuf, VideoWriter)> = None;
     let mut written = 0usize;
     for frame in footage.by_ref() {
@@ -124,18 +236,40 @@ pub fn run(args: SynthArgs) -> Result<()> {
         };
         if fresh {
             let seed = source_seed(args.seed, idx);
-            let params = args.preset.params(seed);
-            record.push(serde_json::json!({
-                "source": src, "seed": seed, "width": w, "height": h, "params": params,
-            }));
-            renderer = Some((src.clone(), (w, h), RainRenderer::new(params, seed, w, h)));
+            // A uniform draw in [0, 1) from the source's own seed.
+            let coin = (source_seed(seed ^ LINE_SALT, idx) >> 11) as f64 / (1u64 << 53) as f64;
+            let job = if coin < args.line_negatives {
+                let lines = LinePattern::random(seed, w, h);
+                record.push(serde_json::json!({
+                    "source": src, "seed": seed, "width": w, "height": h,
+                    "kind": "line_negative", "lines": lines,
+                }));
+                Job::Lines(lines)
+            } else {
+                let params = args.params(seed, &effects)?;
+                record.push(serde_json::json!({
+                    "source": src, "seed": seed, "width": w, "height": h,
+                    "kind": "rain", "params": params,
+                }));
+                Job::Rain(RainRenderer::new(params, seed, w, h))
+            };
+            renderer = Some((src.clone(), (w, h), job));
         }
-        let Some((_, _, r)) = &renderer else {
+        let Some((_, _, job)) = &renderer else {
             bail!("internal: no renderer");
         };
-        let rainy = r
-            .render(&frame.image, frame.index)
-            .with_context(|| format!("rendering rain over {}", src.display()))?;
+        let (rainy, clean) = match job {
+            Job::Rain(r) => (
+                r.render(&frame.image, frame.index)
+                    .with_context(|| format!("rendering rain over {}", src.display()))?,
+                frame.image,
+            ),
+            Job::Lines(lines) => {
+                let mut img = frame.image;
+                lines.paint(&mut img);
+                (img.clone(), img)
+            }
+        };
         let stem = src
             .file_stem()
             .map(|x| x.to_string_lossy().into_owned())
@@ -146,7 +280,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
             format!("{stem}.png")
         };
         imageio::save_png_atomic(&rainy, &rainy_dir.join(&name))?;
-        imageio::save_png_atomic(&frame.image, &clean_dir.join(&name))?;
+        imageio::save_png_atomic(&clean, &clean_dir.join(&name))?;
         written += 1;
         if args.video && video {
             if writer.as_ref().is_none_or(|(p, _)| p != &src) {
@@ -167,7 +301,13 @@ pub fn run(args: SynthArgs) -> Result<()> {
         eprintln!("wrote {}", path.display());
     }
     let manifest = serde_json::json!({
-        "preset": args.preset, "seed": args.seed, "sources": record,
+        "preset": args.preset, "seed": args.seed, "effects": effects,
+        "line_negatives": args.line_negatives,
+        "overrides": {
+            "veil_beta": args.veil_beta, "drop_coverage": args.drop_coverage,
+            "radial_flow": args.radial_flow,
+        },
+        "sources": record,
     });
     imageio::write_file_atomic(
         &args.out.join("synth.json"),
