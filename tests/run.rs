@@ -2,9 +2,11 @@
 //! through YOLOX-Nano) through the real pipeline and the plugin built in target/<profile>, a stop
 //! signal in the middle of a run, and the errors a user meets before anything is processed.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use derain::detect::FrameRecord;
 use derain::footage::{VideoReader, VideoWriter};
@@ -255,48 +257,107 @@ fn detector_boxes_reach_the_json_lines() {
     assert_eq!(decode_all(&out), 6);
 }
 
-/// Starts `derain run ...`, waits until frames are being written to the output's temporary file
-/// (however slowly the machine starts the pipeline) and `after` more, sends SIGINT and waits for
-/// the exit.
-fn interrupt_after(mut cmd: Command, part: &Path, after: Duration) -> Output {
-    let mut child: Child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("derain starts");
-    let started = Instant::now();
-    // mp4mux writes its header at once; a few KiB more means encoded frames.
-    while std::fs::metadata(part).map_or(0, |m| m.len()) < 4096 {
-        if let Ok(Some(status)) = child.try_wait() {
-            let o = child.wait_with_output().expect("output");
-            panic!(
-                "derain run ended ({status}) before any frame:\n{}",
-                text(&o)
-            );
+/// How long a test waits for an event of a run before it gives up: far longer than anything takes
+/// on an idle machine, so that a loaded one (other builds, other tests) is slow, never failed.
+const PATIENCE: Duration = Duration::from_secs(300);
+/// What `derain run` logs (info) when the first frame reaches the application.
+const FIRST_FRAME_LOG: &str = "first frame out";
+
+/// A `derain run` in progress, its stderr read line by line as it comes.
+struct Running {
+    child: Child,
+    first_frame: mpsc::Receiver<()>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Running {
+    /// Starts `cmd` with the first-frame line enabled in its log.
+    fn start(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .env("RUST_LOG", "warn,derain::run_cmd=info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("derain starts");
+        let err = child.stderr.take().expect("stderr piped");
+        let (tx, first_frame) = mpsc::channel();
+        let stderr = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains(FIRST_FRAME_LOG) {
+                    let _ = tx.send(());
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        Self {
+            child,
+            first_frame,
+            stderr,
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no frame written to {} within 120 s",
-            part.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
+
+    /// Blocks until a frame has reached the application, however slowly the machine starts the
+    /// pipeline; panics with the run's output if it ends first.
+    fn wait_for_first_frame(mut self) -> Self {
+        match self.first_frame.recv_timeout(PATIENCE) {
+            Ok(()) => self,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = self.child.kill();
+                panic!(
+                    "derain run ended before any frame:\n{}",
+                    text(&self.finish())
+                );
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = self.child.kill();
+                panic!(
+                    "no frame out within {PATIENCE:?}:\n{}",
+                    text(&self.finish())
+                );
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let sent = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill {sig} failed");
+    }
+
+    /// Waits for the exit (killing the run after [`PATIENCE`]) and returns its output.
+    fn finish(self) -> Output {
+        let Self { child, stderr, .. } = self;
+        let pid = child.id().to_string();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let out = match rx.recv_timeout(PATIENCE) {
+            Ok(out) => out.expect("wait"),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                panic!("derain run did not end within {PATIENCE:?}");
+            }
+        };
+        Output {
+            stderr: stderr.join().expect("stderr reader").into_bytes(),
+            ..out
+        }
+    }
+}
+
+/// Starts `derain run ...`, waits until a frame has reached the application, lets it run `after`
+/// more (more frames, if the machine is quick), sends SIGINT and waits for the exit.
+fn interrupt_after(cmd: Command, after: Duration) -> Output {
+    let run = Running::start(cmd).wait_for_first_frame();
     std::thread::sleep(after);
-    let killed = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success(), "kill -INT failed");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let out = std::thread::spawn(move || child.wait_with_output().expect("wait"));
-    while !out.is_finished() {
-        assert!(
-            Instant::now() < deadline,
-            "derain run did not stop after SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    out.join().expect("waiter")
+    run.signal("-INT");
+    run.finish()
 }
 
 #[test]
@@ -324,7 +385,7 @@ fn sigint_on_a_live_source_finalises_the_mp4() {
             p(&out),
         ],
     );
-    let o = interrupt_after(cmd, &d.join(".live.mp4.part"), Duration::from_secs(2));
+    let o = interrupt_after(cmd, Duration::from_secs(2));
     eprintln!("{}", text(&o));
     assert!(o.status.success(), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -362,7 +423,7 @@ fn sigint_midway_through_a_file_finalises_the_mp4() {
             p(&out),
         ],
     );
-    let o = interrupt_after(cmd, &d.join(".part.mp4.part"), Duration::from_secs(1));
+    let o = interrupt_after(cmd, Duration::from_secs(1));
     eprintln!("{}", text(&o));
     assert!(o.status.success(), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -387,7 +448,6 @@ fn unwritable_outputs_fail_before_processing() {
         if flag == "--json" {
             args.extend(["--detector", p(&input)]);
         }
-        let t = Instant::now();
         let o = derain(d, &args);
         assert!(!o.status.success(), "{}", text(&o));
         let err = String::from_utf8_lossy(&o.stderr);
@@ -397,9 +457,8 @@ fn unwritable_outputs_fail_before_processing() {
             "{}",
             text(&o)
         );
-        // Nothing ran: no summary.
+        // Nothing ran: no summary (not a time limit, which a loaded machine can miss).
         assert!(!String::from_utf8_lossy(&o.stdout).contains("frames:"));
-        assert!(t.elapsed() < Duration::from_secs(10));
     }
 }
 
@@ -530,7 +589,7 @@ fn ts_clip(dir: &Path, frames: u32) -> PathBuf {
     let bus = pipeline.bus().expect("bus");
     let msg = bus
         .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
+            gst::ClockTime::from_nseconds(PATIENCE.as_nanos() as u64),
             &[gst::MessageType::Eos, gst::MessageType::Error],
         )
         .expect("the clip finishes");
@@ -545,9 +604,12 @@ fn input_error_midway_still_finalises_the_output() {
     let dir = tempfile::tempdir().expect("dir");
     let d = dir.path();
     let data = std::fs::read(ts_clip(d, 150)).expect("clip");
-    // A server that announces the whole clip and hangs up halfway: the source errors mid-stream.
+    // A server that announces the whole clip, sends half of it and hangs up once a frame has
+    // reached the application (not after some time, which a loaded machine may need all of):
+    // the source errors mid-stream with output to finalise.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
+    let (cut, cut_now) = mpsc::channel::<()>();
     let server = std::thread::spawn(move || {
         use std::io::{Read, Write};
         let (mut s, _) = listener.accept().expect("connection");
@@ -558,18 +620,22 @@ fn input_error_midway_still_finalises_the_output() {
             data.len()
         );
         let _ = s.write_all(head.as_bytes());
-        // Paced, so frames are decoded and written before the cut (as from a real camera).
-        for chunk in data[..data.len() / 2].chunks(2048) {
-            if s.write_all(chunk).and_then(|()| s.flush()).is_err() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let _ = s
+            .write_all(&data[..data.len() / 2])
+            .and_then(|()| s.flush());
+        // A message, or the test gone: either way hang up.
+        let _ = cut_now.recv();
         // Dropping the stream closes the connection short of Content-Length.
     });
     let out = d.join("cut.mp4");
     let uri = format!("http://127.0.0.1:{port}/stream.ts");
-    let o = derain(d, &["run", &uri, "--no-derain", "--output", p(&out)]);
+    let run = Running::start(command(
+        d,
+        &["run", &uri, "--no-derain", "--output", p(&out)],
+    ))
+    .wait_for_first_frame();
+    let _ = cut.send(());
+    let o = run.finish();
     server.join().expect("server");
     assert!(!o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);

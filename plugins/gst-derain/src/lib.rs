@@ -7,6 +7,7 @@ use gst::glib;
 
 mod boxoverlay;
 mod derain;
+mod ortprops;
 mod yolodetect;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

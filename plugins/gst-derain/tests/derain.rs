@@ -416,6 +416,10 @@ fn statistics_properties_and_latency() {
     assert!(min.nseconds() >= latency, "min {min} < ours {latency}");
 }
 
+/// How long a test waits for an event (EOS, an error) before it calls the pipeline hung: far
+/// longer than anything takes, so that a loaded machine is slow, never failed.
+const PATIENCE_S: u64 = 300;
+
 /// Runs `launch` to completion (or failure) and returns the first error message on the bus.
 fn first_error(launch: &str) -> Option<String> {
     // Caps that cannot link are already refused while the pipeline is built.
@@ -425,19 +429,18 @@ fn first_error(launch: &str) -> Option<String> {
     };
     let bus = pipeline.bus().expect("bus");
     let _ = pipeline.set_state(gst::State::Playing);
-    let mut error = None;
-    for msg in bus.iter_timed(gst::ClockTime::from_seconds(20)) {
-        match msg.view() {
-            gst::MessageView::Error(e) => {
-                error = Some(format!("{} ({:?})", e.error(), e.debug()));
-                break;
-            }
-            gst::MessageView::Eos(_) => break,
-            _ => {}
-        }
-    }
+    // The end or an error, however long a loaded machine takes; a pipeline still running after
+    // PATIENCE hangs, which is neither "no error" nor the error a test looks for.
+    let end = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(PATIENCE_S),
+        &[gst::MessageType::Error, gst::MessageType::Eos],
+    );
     let _ = pipeline.set_state(gst::State::Null);
-    error
+    match end.as_ref().map(|m| m.view()) {
+        Some(gst::MessageView::Error(e)) => Some(format!("{} ({:?})", e.error(), e.debug())),
+        Some(_) => None,
+        None => panic!("{launch}: neither EOS nor an error within {PATIENCE_S} s"),
+    }
 }
 
 fn derain_launch(props: &str, caps: &str) -> String {

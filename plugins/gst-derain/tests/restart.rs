@@ -5,6 +5,9 @@ use std::io::Write;
 
 use gst::prelude::*;
 
+/// How long a wait for an event (a state reached, a frame) may take on a loaded machine.
+const PATIENCE_S: u64 = 300;
+
 #[test]
 fn restart_cycles_leave_no_sessions_open() {
     gst::init().expect("GStreamer initialises");
@@ -30,10 +33,10 @@ fn restart_cycles_leave_no_sessions_open() {
     let before = derain::runtime::open_sessions();
     for _ in 0..50 {
         pipeline.set_state(gst::State::Playing).expect("to PLAYING");
-        let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(5));
+        let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(PATIENCE_S));
         res.expect("reached PLAYING");
         let t0 = std::time::Instant::now();
-        while d.property::<u64>("frames-processed") == 0 && t0.elapsed().as_secs() < 5 {
+        while d.property::<u64>("frames-processed") == 0 && t0.elapsed().as_secs() < PATIENCE_S {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         assert!(d.property::<u64>("frames-processed") > 0, "no frame flowed");
@@ -42,7 +45,7 @@ fn restart_cycles_leave_no_sessions_open() {
     }
     // And while PLAYING there is exactly one.
     pipeline.set_state(gst::State::Playing).expect("to PLAYING");
-    let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(5));
+    let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(PATIENCE_S));
     res.expect("reached PLAYING");
     assert_eq!(derain::runtime::open_sessions(), before + 1);
     pipeline.set_state(gst::State::Null).expect("to NULL");

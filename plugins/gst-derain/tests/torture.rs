@@ -17,6 +17,12 @@ use gst_video::prelude::*;
 use derain::onnx::fixtures;
 use derain::runtime::open_sessions;
 
+/// How long a wait for an event (EOS, a state, a frame) may take before the test calls the
+/// pipeline hung: far longer than anything takes, so a loaded machine is slow, never failed.
+const PATIENCE: Duration = Duration::from_secs(300);
+/// [`PATIENCE`] as a GStreamer timeout.
+const PATIENCE_GST: gst::ClockTime = gst::ClockTime::from_seconds(300);
+
 fn init() -> MutexGuard<'static, ()> {
     static INIT: Once = Once::new();
     static SERIAL: Mutex<()> = Mutex::new(());
@@ -81,6 +87,15 @@ fn wait_eos(bus: &gst::Bus, timeout: Duration) -> Result<Vec<gst::Message>, Stri
         }
     }
     panic!("no EOS within {timeout:?}: the pipeline hangs");
+}
+
+/// Polls `done` until it holds; panics after [`PATIENCE`] naming `what` was awaited.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !done() {
+        assert!(t0.elapsed() < PATIENCE, "no {what} within {PATIENCE:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// The first error on the bus so far, if any (non-blocking).
@@ -182,7 +197,7 @@ fn latency_is_announced_rarely_while_the_estimate_settles() {
     ));
     let bus = pipeline.bus().expect("bus");
     pipeline.set_state(gst::State::Playing).expect("PLAYING");
-    let result = wait_eos(&bus, Duration::from_secs(60));
+    let result = wait_eos(&bus, PATIENCE);
     pipeline.set_state(gst::State::Null).expect("NULL");
     let messages = result.expect("runs to EOS");
     let d = by_name::<gst::Element>(&pipeline, "d");
@@ -233,7 +248,7 @@ fn caps_change_every_few_frames() {
                 let sample = gst::Sample::builder().buffer(&input).caps(&caps).build();
                 src.push_sample(&sample).expect("push");
                 let out = sink
-                    .try_pull_sample(gst::ClockTime::from_seconds(10))
+                    .try_pull_sample(PATIENCE_GST)
                     .unwrap_or_else(|| panic!("no frame out for {format:?} {w}x{h}"));
                 let out_caps = out.caps().expect("caps on sample");
                 let out_info = gst_video::VideoInfo::from_caps(out_caps).expect("video caps");
@@ -260,7 +275,7 @@ fn caps_change_every_few_frames() {
         }
     }
     src.end_of_stream().expect("EOS");
-    let result = wait_eos(&bus, Duration::from_secs(20));
+    let result = wait_eos(&bus, PATIENCE);
     pipeline.set_state(gst::State::Null).expect("NULL");
     let messages = result.expect("no error through the caps changes");
     let d = by_name::<gst::Element>(&pipeline, "d");
@@ -293,7 +308,7 @@ fn rapid_state_cycling_while_data_flows() {
     let sessions = open_sessions();
     // The first start loads ONNX Runtime and creates its thread pools: count after it.
     pipeline.set_state(gst::State::Playing).expect("PLAYING");
-    let _ = pipeline.state(gst::ClockTime::from_seconds(5));
+    let _ = pipeline.state(PATIENCE_GST);
     pipeline.set_state(gst::State::Null).expect("NULL");
     let (threads0, fds0) = (threads(), fds());
     let states = [
@@ -313,11 +328,18 @@ fn rapid_state_cycling_while_data_flows() {
         pipeline.set_state(target).expect("state change accepted");
         // Every other change does not wait: the next one lands while frames are in flight.
         if i % 2 == 0 {
-            let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(5));
+            let (res, _, _) = pipeline.state(PATIENCE_GST);
             res.expect("state reached");
             std::thread::sleep(Duration::from_millis(3));
         }
         if target == gst::State::Playing {
+            // The first time, wait for a frame: `processed > 0` below is about the element, not
+            // about how busy the machine is.
+            if i == 0 {
+                wait_until("a frame in the first PLAYING", || {
+                    d.property::<u64>("frames-processed") > 0
+                });
+            }
             processed += d.property::<u64>("frames-processed");
         }
         if let Some(e) = pending_error(&bus) {
@@ -351,12 +373,12 @@ fn flush_seeks_while_playing() {
     let sink = by_name::<AppSink>(&pipeline, "sink");
     let bus = pipeline.bus().expect("bus");
     pipeline.set_state(gst::State::Playing).expect("PLAYING");
-    let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(5));
+    let (res, _, _) = pipeline.state(PATIENCE_GST);
     res.expect("PLAYING");
     for i in 0..40u64 {
         // Let a few frames through, so each seek finds data in flight.
         for _ in 0..(i % 3) {
-            sink.try_pull_sample(gst::ClockTime::from_seconds(5))
+            sink.try_pull_sample(PATIENCE_GST)
                 .expect("frames flow between seeks");
         }
         let target = gst::ClockTime::from_mseconds((i * 7919) % 60_000 / 33 * 33 + 33);
@@ -365,7 +387,7 @@ fn flush_seeks_while_playing() {
             .expect("seek accepted");
         // The first frame after a flushing seek is the one sought (or, frame-aligned, the next).
         let sample = sink
-            .try_pull_sample(gst::ClockTime::from_seconds(5))
+            .try_pull_sample(PATIENCE_GST)
             .expect("a frame after the seek");
         let pts = sample.buffer().and_then(|b| b.pts()).expect("pts");
         let seg = sample.segment().expect("segment");
@@ -410,10 +432,10 @@ fn eos_with_data_in_flight_delivers_every_frame() {
         }
         src.end_of_stream().expect("EOS");
         let mut got = Vec::new();
-        while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
+        while let Some(s) = sink.try_pull_sample(PATIENCE_GST) {
             got.push(s.buffer().and_then(|b| b.pts()).expect("pts"));
         }
-        let result = wait_eos(&bus, Duration::from_secs(10));
+        let result = wait_eos(&bus, PATIENCE);
         pipeline.set_state(gst::State::Null).expect("NULL");
         result.expect("EOS, not an error");
         let want: Vec<_> = (0..n)
@@ -460,13 +482,13 @@ fn two_elements_in_one_process_share_a_model() {
             let mut outputs = Vec::new();
             if !tee {
                 let sink = by_name::<AppSink>(&pipeline, "sink");
-                while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
+                while let Some(s) = sink.try_pull_sample(PATIENCE_GST) {
                     let b = s.buffer().expect("buffer");
                     let m = b.map_readable().expect("map");
                     outputs.push(m[..3].to_vec());
                 }
             }
-            let result = wait_eos(&bus, Duration::from_secs(30));
+            let result = wait_eos(&bus, PATIENCE);
             pipeline.set_state(gst::State::Null).expect("NULL");
             result.expect("no error");
             outputs
@@ -501,11 +523,9 @@ fn element_destroyed_from_another_thread() {
         ));
         let d = by_name::<gst::Element>(&pipeline, "d");
         pipeline.set_state(gst::State::Playing).expect("PLAYING");
-        let t0 = Instant::now();
-        while d.property::<u64>("frames-processed") < 3 && t0.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        assert!(d.property::<u64>("frames-processed") >= 3, "frames flow");
+        wait_until("three frames", || {
+            d.property::<u64>("frames-processed") >= 3
+        });
         // Another thread stops the pipeline and drops the last references, while this thread
         // still reads properties of the element through its own reference until then.
         let reader = d.clone();
@@ -565,7 +585,7 @@ fn bus_sync_handler_may_read_and_set_properties() {
     });
     pipeline.set_state(gst::State::Playing).expect("PLAYING");
     // A deadlock shows as no EOS: wait_eos panics after the timeout.
-    let result = wait_eos(&bus, Duration::from_secs(30));
+    let result = wait_eos(&bus, PATIENCE);
     pipeline.set_state(gst::State::Null).expect("NULL");
     result.expect("runs to EOS");
     assert_eq!(d.property::<u64>("frames-processed"), 60);
@@ -601,7 +621,7 @@ fn absurd_frame_sizes_are_refused_not_fatal() {
         // A buffer far smaller than the caps say: negotiation or mapping must fail cleanly.
         let _ = src.push_buffer(gst::Buffer::with_size(1024).expect("buffer"));
         let _ = src.end_of_stream();
-        let err = wait_eos(&bus, Duration::from_secs(20)).expect_err("an error, not EOS");
+        let err = wait_eos(&bus, PATIENCE).expect_err("an error, not EOS");
         assert!(
             err.contains("larger than this element takes"),
             "{w}x{h}: {err}"

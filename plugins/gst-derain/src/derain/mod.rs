@@ -16,35 +16,7 @@ glib::wrapper! {
         @extends gst_video::VideoFilter, gst_base::BaseTransform, gst::Element, gst::Object;
 }
 
-/// Which execution provider runs the network (the `provider` property).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, glib::Enum)]
-#[repr(u32)]
-#[enum_type(name = "GstDerainProvider")]
-pub enum Provider {
-    #[default]
-    #[enum_value(
-        name = "TensorRT, then CUDA, then the CPU: the first that loads",
-        nick = "auto"
-    )]
-    Auto = 0,
-    #[enum_value(name = "CPU", nick = "cpu")]
-    Cpu = 1,
-    #[enum_value(name = "CUDA (error if it cannot load)", nick = "cuda")]
-    Cuda = 2,
-    #[enum_value(name = "TensorRT (error if it cannot load)", nick = "tensorrt")]
-    TensorRt = 3,
-}
-
-impl From<Provider> for derain::runtime::Provider {
-    fn from(p: Provider) -> Self {
-        match p {
-            Provider::Auto => Self::Auto,
-            Provider::Cpu => Self::Cpu,
-            Provider::Cuda => Self::Cuda,
-            Provider::TensorRt => Self::TensorRt,
-        }
-    }
-}
+pub use crate::ortprops::Provider;
 
 /// What happens to a frame that is already too old when it reaches the element in a live
 /// pipeline (the `drop-policy` property).

@@ -33,10 +33,12 @@ use gst_base::subclass::prelude::*;
 use derain::detect::{
     DetectError, Detection, Detector, DetectorConfig, FrameRecord, Labels, PostProcess, Roi,
 };
-use derain::runtime::{RuntimeError, SessionOptions};
+use derain::runtime::RuntimeError;
 
 use super::{ColorOrder, DETECTION_PARAMS, InputRange, Layout, Padding, RGB_FORMATS, RoiAnchor};
-use crate::derain::Provider;
+use crate::ortprops::{
+    Failure, Mutable, OpenError, OrtSettings, SESSION_PROPERTIES, Timings, Wording,
+};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -50,20 +52,22 @@ const DEFAULT_SCORE_THRESHOLD: f64 = 0.25;
 const DEFAULT_IOU_THRESHOLD: f64 = 0.45;
 const DEFAULT_MAX_DETECTIONS: u32 = 300;
 const DEFAULT_PAD_VALUE: u32 = 114;
-const MAX_THREADS: u32 = 1024;
-const MAX_DEVICE_ID: i32 = 63;
 const MAX_INPUT_SIZE: u32 = 8192;
+
+/// How this element words the shared ONNX Runtime properties.
+const WORDING: Wording = Wording {
+    model_nick: "Detector",
+    model_blurb: "Path of the ONNX detector: one float32 input [1,3,H,W], output in the YOLOX, YOLOv5 or YOLOv8 layout",
+    network: "detector",
+    mean_nick: "Mean detection time (ms)",
+    timed: "detector run, letterbox, inference and post-processing",
+};
 
 /// What the user set. Copied out of its lock before use.
 #[derive(Debug, Clone)]
 struct Settings {
-    model: String,
-    provider: Provider,
-    device_id: i32,
-    threads: u32,
-    trt_cache_dir: String,
-    trt_fp16: bool,
-    ort_library: String,
+    /// The ONNX Runtime settings; used at the next start.
+    session: OrtSettings,
     layout: Layout,
     input_size: u32,
     color_order: ColorOrder,
@@ -87,13 +91,7 @@ struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            model: String::new(),
-            provider: Provider::Auto,
-            device_id: 0,
-            threads: 0,
-            trt_cache_dir: String::new(),
-            trt_fp16: false,
-            ort_library: String::new(),
+            session: OrtSettings::default(),
             layout: Layout::Auto,
             input_size: 0,
             color_order: ColorOrder::Auto,
@@ -119,7 +117,8 @@ impl Default for Settings {
 struct Stats {
     frames_processed: u64,
     inferences: u64,
-    time_sum: f64,
+    /// Seconds per detector run.
+    timings: Timings,
     /// The slowest inference so far: the delay answered to LATENCY queries.
     latency: gst::ClockTime,
     active_provider: String,
@@ -158,23 +157,12 @@ fn optional_path(s: &str) -> Option<PathBuf> {
 impl YoloDetect {
     fn load(&self, s: &Settings) -> Result<State, gst::ErrorMessage> {
         let settings_err = |msg: String| gst::error_msg!(gst::ResourceError::Settings, ["{}", msg]);
-        if s.model.is_empty() {
+        if s.session.model.is_empty() {
             return Err(settings_err(
                 "no model set: set model=PATH to a YOLOX, YOLOv5 or YOLOv8 ONNX detector".into(),
             ));
         }
-        if s.threads > MAX_THREADS {
-            return Err(settings_err(format!(
-                "threads={} is out of range: use 0 (one per core) to {MAX_THREADS}",
-                s.threads
-            )));
-        }
-        if !(0..=MAX_DEVICE_ID).contains(&s.device_id) {
-            return Err(settings_err(format!(
-                "device-id={} is out of range: use 0 to {MAX_DEVICE_ID}",
-                s.device_id
-            )));
-        }
+        let options = s.session.session_options().map_err(|e| e.error_msg())?;
         if let Some(why) = &s.roi_error {
             return Err(settings_err(why.clone()));
         }
@@ -203,14 +191,6 @@ impl YoloDetect {
                 Some((p, BufWriter::new(f)))
             }
         };
-        let options = SessionOptions {
-            provider: s.provider.into(),
-            device_id: s.device_id,
-            threads: s.threads as usize,
-            trt_cache_dir: optional_path(&s.trt_cache_dir),
-            trt_fp16: s.trt_fp16,
-            ort_library: optional_path(&s.ort_library),
-        };
         let size = s.input_size as usize;
         let config = DetectorConfig {
             layout: s.layout.to_lib(),
@@ -220,27 +200,21 @@ impl YoloDetect {
             padding: s.padding.to_lib(),
             pad_value: Some(s.pad_value.min(255) as u8),
         };
-        let detector =
-            Detector::from_path(Path::new(&s.model), &options, &config).map_err(|e| {
-                let msg = e.to_string();
-                match e {
-                    DetectError::Read { .. } => {
-                        gst::error_msg!(gst::ResourceError::NotFound, ["{}", msg])
-                    }
-                    DetectError::Runtime(RuntimeError::LibraryNotFound { .. }) => {
-                        gst::error_msg!(gst::LibraryError::Init, ["{}", msg])
-                    }
-                    DetectError::Runtime(_) => {
-                        gst::error_msg!(gst::LibraryError::Settings, ["{}", msg])
-                    }
-                    _ => gst::error_msg!(gst::ResourceError::OpenRead, ["{}", msg]),
-                }
+        let detector = Detector::from_path(Path::new(&s.session.model), &options, &config)
+            .map_err(|e| {
+                let failure = match &e {
+                    DetectError::Read { .. } => Failure::Missing,
+                    DetectError::Runtime(RuntimeError::LibraryNotFound { .. }) => Failure::Library,
+                    DetectError::Runtime(_) => Failure::Session,
+                    _ => Failure::Contract,
+                };
+                OpenError::new(failure, e.to_string()).error_msg()
             })?;
         gst::info!(
             CAT,
             imp = self,
             "detector '{}' on provider {} (asked for {}): {:?}",
-            s.model,
+            s.session.model,
             detector.provider(),
             options.provider,
             detector
@@ -305,45 +279,8 @@ impl ObjectSubclass for YoloDetect {
 impl ObjectImpl for YoloDetect {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![
-                glib::ParamSpecString::builder("model")
-                    .nick("Detector")
-                    .blurb("Path of the ONNX detector: one float32 input [1,3,H,W], output in the YOLOX, YOLOv5 or YOLOv8 layout")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("provider", Provider::Auto)
-                    .nick("Execution provider")
-                    .blurb("auto tries TensorRT, CUDA, then the CPU; cuda or tensorrt fail at start-up if they cannot load")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecInt::builder("device-id")
-                    .nick("GPU device")
-                    .blurb("CUDA device index for the cuda and tensorrt providers (0 to 63)")
-                    .default_value(0)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("threads")
-                    .nick("CPU threads")
-                    .blurb("Intra-op threads on the CPU provider, 0 = one per core (at most 1024)")
-                    .default_value(0)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("trt-cache-dir")
-                    .nick("TensorRT engine cache")
-                    .blurb("Directory for built TensorRT engines, reused across starts; empty = $XDG_CACHE_HOME/derain/tensorrt")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoolean::builder("trt-fp16")
-                    .nick("TensorRT FP16")
-                    .blurb("Build FP16 TensorRT engines (faster, tiny loss of precision)")
-                    .default_value(false)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("ort-library")
-                    .nick("ONNX Runtime library")
-                    .blurb("Path of libonnxruntime.so; empty searches $DERAIN_ORT_LIBRARY, $ORT_DYLIB_PATH, the set-up's and the installed copy. Loaded once per process")
-                    .mutable_ready()
-                    .build(),
+            let mut props = OrtSettings::properties(&WORDING, Mutable::Ready);
+            props.extend([
                 glib::ParamSpecEnum::builder_with_default("layout", Layout::Auto)
                     .nick("Output layout")
                     .blurb("auto: [1,G,5+C] with G the grid cells of strides 8/16/32 is YOLOX (YOLOv5 if its first column holds pixel centres), [1,A,5+C] with A > 5+C is YOLOv5, [1,4+C,A] is YOLOv8; or force one")
@@ -433,11 +370,6 @@ impl ObjectImpl for YoloDetect {
                     .blurb("Write one JSON line per frame (timestamp ns, frame, inferred, boxes with x1,y1,x2,y2,score,class_id,label) to this file; empty = none")
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecString::builder("active-provider")
-                    .nick("Active provider")
-                    .blurb("The execution provider really running the detector (empty until started)")
-                    .read_only()
-                    .build(),
                 glib::ParamSpecString::builder("active-layout")
                     .nick("Active layout")
                     .blurb("The output layout in use, recognised or forced (empty until started)")
@@ -453,12 +385,9 @@ impl ObjectImpl for YoloDetect {
                     .blurb("Frames the detector ran on since start (see interval)")
                     .read_only()
                     .build(),
-                glib::ParamSpecDouble::builder("inference-mean-ms")
-                    .nick("Mean detection time (ms)")
-                    .blurb("Mean time per detector run, letterbox, inference and post-processing, since start")
-                    .read_only()
-                    .build(),
-            ]
+            ]);
+            props.extend(OrtSettings::status_properties(&WORDING));
+            props
         });
         PROPERTIES.as_ref()
     }
@@ -472,15 +401,13 @@ impl ObjectImpl for YoloDetect {
                 .unwrap_or_default()
         };
         let mut s = lock(&self.settings);
+        if SESSION_PROPERTIES.contains(&pspec.name()) {
+            // Used at the next start.
+            s.session.set(pspec.name(), value);
+            return;
+        }
         // GLib type-checks values against the param specs before they get here.
         match pspec.name() {
-            "model" => s.model = string(),
-            "provider" => s.provider = value.get().unwrap_or_default(),
-            "device-id" => s.device_id = value.get().unwrap_or_default(),
-            "threads" => s.threads = value.get().unwrap_or_default(),
-            "trt-cache-dir" => s.trt_cache_dir = string(),
-            "trt-fp16" => s.trt_fp16 = value.get().unwrap_or_default(),
-            "ort-library" => s.ort_library = string(),
             "layout" => s.layout = value.get().unwrap_or_default(),
             "input-size" => s.input_size = value.get().unwrap_or_default(),
             "color-order" => s.color_order = value.get().unwrap_or_default(),
@@ -522,14 +449,10 @@ impl ObjectImpl for YoloDetect {
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let s = lock(&self.settings);
+        if let Some(v) = s.session.get(pspec.name()) {
+            return v;
+        }
         match pspec.name() {
-            "model" => s.model.to_value(),
-            "provider" => s.provider.to_value(),
-            "device-id" => s.device_id.to_value(),
-            "threads" => s.threads.to_value(),
-            "trt-cache-dir" => s.trt_cache_dir.to_value(),
-            "trt-fp16" => s.trt_fp16.to_value(),
-            "ort-library" => s.ort_library.to_value(),
             "layout" => s.layout.to_value(),
             "input-size" => s.input_size.to_value(),
             "color-order" => s.color_order.to_value(),
@@ -553,13 +476,10 @@ impl ObjectImpl for YoloDetect {
                     "active-layout" => st.active_layout.to_value(),
                     "frames-processed" => st.frames_processed.to_value(),
                     "inferences" => st.inferences.to_value(),
-                    "inference-mean-ms" => if st.inferences == 0 {
-                        0.0
-                    } else {
-                        st.time_sum / st.inferences as f64 * 1e3
-                    }
-                    .to_value(),
-                    _ => pspec.default_value().clone(),
+                    other => st
+                        .timings
+                        .get(other)
+                        .unwrap_or_else(|| pspec.default_value().clone()),
                 }
             }
         }
@@ -753,7 +673,7 @@ impl BaseTransformImpl for YoloDetect {
         let mut latency_grew = false;
         if let Some(t) = elapsed {
             stats.inferences += 1;
-            stats.time_sum += t.as_secs_f64();
+            stats.timings.record(t.as_secs_f64());
             let t = gst::ClockTime::from_nseconds(t.as_nanos() as u64);
             // Re-announce only when the slowest run grew by over 20% and 1 ms.
             let old = stats.latency;

@@ -25,6 +25,8 @@ const QUEUE_RECORDS: usize = 256;
 pub const ENTRY_TIME_REFERENCE: &str = "timestamp/x-derain-run-entry";
 /// yolodetect's parameter structure on each region-of-interest meta.
 const DETECTION_PARAMS: &str = "detection";
+/// Logged (info) once, when the first frame reaches the application.
+const FIRST_FRAME_LOG: &str = "first frame out";
 
 /// What the application learns about one output frame.
 struct Record {
@@ -90,6 +92,11 @@ fn on_sample(
     let now = counters.now_ns();
     let frame = counters.frames_out.fetch_add(1, Ordering::Relaxed);
     counters.last_out_ns.store(now, Ordering::Relaxed);
+    if frame == 0 {
+        // Says the chain works (a TensorRT engine build can hold it up for minutes); tests that
+        // must act once output exists wait for this line.
+        log::info!("{FIRST_FRAME_LOG} {:.1} s after start", now as f64 / 1e9);
+    }
     let Some(buffer) = sample.buffer() else {
         return;
     };
