@@ -225,6 +225,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// One row per image of `dir`, as the model's input (no reference).
+fn input_rows(dir: &std::path::Path) -> Result<Vec<Row>> {
+    Ok(eval::images_by_stem(dir)?
+        .into_iter()
+        .map(|(name, p)| Row {
+            name,
+            input: Some(p),
+            pred: None,
+            gt: None,
+        })
+        .collect())
+}
+
 /// Checks the combination of options and lists the rows, matching folders by stem.
 fn plan(args: &EvalArgs) -> Result<(Vec<Row>, &'static str)> {
     if let Some(dry) = &args.dry {
@@ -236,16 +249,7 @@ fn plan(args: &EvalArgs) -> Result<(Vec<Row>, &'static str)> {
         if args.gt.is_some() || args.input.is_some() {
             bail!("--dry DIR is its own reference: drop --gt and --input");
         }
-        let rows = eval::images_by_stem(dry)?
-            .into_iter()
-            .map(|(name, p)| Row {
-                name,
-                input: Some(p),
-                pred: None,
-                gt: None,
-            })
-            .collect();
-        return Ok((rows, "model-dry"));
+        return Ok((input_rows(dry)?, "model-dry"));
     }
     match (&args.model, &args.pairs, &args.pred, &args.gt, &args.input) {
         (Some(_), Some(pairs), None, None, None) => {
@@ -269,18 +273,7 @@ fn plan(args: &EvalArgs) -> Result<(Vec<Row>, &'static str)> {
                 .collect();
             Ok((rows, "model-pairs"))
         }
-        (Some(_), None, None, None, Some(input)) => {
-            let rows = eval::images_by_stem(input)?
-                .into_iter()
-                .map(|(name, p)| Row {
-                    name,
-                    input: Some(p),
-                    pred: None,
-                    gt: None,
-                })
-                .collect();
-            Ok((rows, "model-no-reference"))
-        }
+        (Some(_), None, None, None, Some(input)) => Ok((input_rows(input)?, "model-no-reference")),
         (None, None, Some(pred), gt, input) => {
             let reference = gt.as_ref().or(input.as_ref());
             let mut rows: Vec<Row> = match reference {
