@@ -563,7 +563,7 @@ impl RainRenderer {
             let vxs = len * (sin + m.flow * (px - vx) * inv_r);
             let vys = len * (cos + m.flow * (py - vy) * inv_r);
             let l = (vxs * vxs + vys * vys).sqrt();
-            if !(l >= 0.5) {
+            if l.is_nan() || l < 0.5 {
                 continue;
             }
             let scale = l.min(MAX_LENGTH) / l;
@@ -596,7 +596,7 @@ pub(super) fn for_each_near_segment(
     h: usize,
     mut f: impl FnMut(usize, f32, f32),
 ) {
-    if w == 0 || h == 0 || !(reach > 0.0) {
+    if w == 0 || h == 0 || reach.is_nan() || reach <= 0.0 {
         return;
     }
     let (dx, dy) = (to.0 - from.0, to.1 - from.1);
@@ -635,7 +635,7 @@ pub(super) fn for_each_near_segment(
         };
         let xa = a0.max(c0).ceil().max(0.0);
         let xb = a1.min(c1).floor().min(w as f32 - 1.0);
-        if !(xa <= xb) {
+        if xa.is_nan() || xb.is_nan() || xa > xb {
             continue;
         }
         for x in xa as usize..=xb as usize {
