@@ -142,6 +142,7 @@ impl SynthArgs {
 }
 
 /// What a source becomes: rain over it, or a hard negative with lines drawn into it.
+#[allow(clippy::large_enum_variant)] // one per source, never in a hot loop
 enum Job {
     Rain(RainRenderer),
     Lines(LinePattern),
