@@ -160,6 +160,7 @@ pub struct SyntheticPairs {
     veil_probability: f64,
     effects: Effects,
     line_negative_fraction: f64,
+    scene_line_probability: f64,
 }
 
 impl SyntheticPairs {
@@ -174,6 +175,7 @@ impl SyntheticPairs {
             veil_probability: 1.0,
             effects: preset.default_effects(),
             line_negative_fraction: 0.0,
+            scene_line_probability: 0.0,
         }
     }
 
@@ -196,6 +198,15 @@ impl SyntheticPairs {
         } else {
             fraction.clamp(0.0, 1.0)
         };
+        self
+    }
+
+    /// Draws thin straight scene lines ([`LinePattern`]) into the clean crop of a rainy sample
+    /// with probability `p`, before the rain is rendered over it: the target keeps the lines, so
+    /// the generator learns that lines under rain belong to the scene too, not only on dry
+    /// frames (where [`SyntheticPairs::with_line_negatives`] puts them).
+    pub fn with_scene_lines(mut self, p: f64) -> Self {
+        self.scene_line_probability = if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
         self
     }
 
@@ -227,7 +238,10 @@ impl SyntheticPairs {
             let keep_veil = rng.random_bool(self.veil_probability);
             // Drawn after today's draws, so a run without line negatives sees the same batches.
             let line_negative = rng.random_bool(self.line_negative_fraction);
-            if line_negative {
+            // Drawn last, so runs without scene lines see the same batches as before.
+            let scene_lines =
+                !dry && !line_negative && rng.random_bool(self.scene_line_probability);
+            if line_negative || scene_lines {
                 let lines: u64 = rng.random();
                 chw_to_hwc(c, s, &mut rgb);
                 LinePattern::random(lines, self.size, self.size)
@@ -416,6 +430,43 @@ mod tests {
             .with_line_negatives(0.0)
             .with_effects(Effects::NONE);
         assert_eq!(today.batch(3, 6).unwrap(), zero.batch(3, 6).unwrap());
+    }
+
+    #[test]
+    fn scene_lines_stay_in_the_target_under_rain() {
+        let plain = SyntheticPairs::new(pool(), Preset::Heavy, 32, 9);
+        let lines = SyntheticPairs::new(pool(), Preset::Heavy, 32, 9).with_scene_lines(1.0);
+        let (p, b) = (plain.batch(2, 4).unwrap(), lines.batch(2, 4).unwrap());
+        let plane = 3 * 32 * 32;
+        for i in 0..4 {
+            let (bc, pc) = (
+                &b.clean[i * plane..][..plane],
+                &p.clean[i * plane..][..plane],
+            );
+            let changed = (0..plane).filter(|&k| (bc[k] - pc[k]).abs() > 0.05).count();
+            assert!(
+                changed >= 20,
+                "sample {i}: {changed} target values carry lines"
+            );
+            // Still a rainy sample: rain over the lined target, R = O − B.
+            assert_ne!(
+                &b.rainy[i * plane..][..plane],
+                bc,
+                "sample {i} was left dry"
+            );
+        }
+        let rain = b.rain.unwrap();
+        for ((r, o), c) in rain.iter().zip(&b.rainy).zip(&b.clean) {
+            assert!((r - (o - c)).abs() < 1e-6);
+        }
+        // Dry samples stay plain dry; at 0 the batches are today's.
+        let dry = SyntheticPairs::new(pool(), Preset::Heavy, 32, 9)
+            .with_mix(1.0, 1.0)
+            .with_scene_lines(1.0);
+        let plain_dry = SyntheticPairs::new(pool(), Preset::Heavy, 32, 9).with_mix(1.0, 1.0);
+        assert_eq!(dry.batch(1, 3).unwrap(), plain_dry.batch(1, 3).unwrap());
+        let zero = SyntheticPairs::new(pool(), Preset::Heavy, 32, 9).with_scene_lines(0.0);
+        assert_eq!(zero.batch(3, 4).unwrap(), plain.batch(3, 4).unwrap());
     }
 
     #[test]

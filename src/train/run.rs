@@ -69,6 +69,9 @@ pub struct DataConfig {
     /// Share of samples that are hard negatives: dry, with thin straight scene lines drawn into
     /// input and target alike. Of the other samples, `dry_fraction` stay plainly dry.
     pub line_negative_fraction: f64,
+    /// Probability that a rainy sample's clean crop carries drawn thin straight scene lines
+    /// under the rain, kept in the target (lines belong to the scene in rain as well).
+    pub scene_line_probability: f64,
     /// Integer downscale of every frame (the paper trains on 4× downscaled frames).
     pub downscale: u32,
     /// Every n-th video frame.
@@ -98,6 +101,7 @@ impl Default for DataConfig {
             refraction_probability: None,
             drops_probability: None,
             line_negative_fraction: 0.0,
+            scene_line_probability: 0.0,
             downscale: 1,
             stride: 1,
             max_frames: None,
@@ -147,6 +151,7 @@ impl DataConfig {
             .with_mix(self.dry_fraction, self.veil_probability)
             .with_effects(self.effects())
             .with_line_negatives(self.line_negative_fraction)
+            .with_scene_lines(self.scene_line_probability)
     }
 }
 
@@ -327,6 +332,10 @@ impl RunConfig {
             (
                 "data.line_negative_fraction",
                 Some(d.line_negative_fraction),
+            ),
+            (
+                "data.scene_line_probability",
+                Some(d.scene_line_probability),
             ),
         ] {
             let Some(v) = v else { continue };
