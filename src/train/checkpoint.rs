@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use super::config::TrainConfig;
-use super::trainer::{TrainError, Trainer};
+use super::trainer::{STAGE_START_NAME, TrainError, Trainer};
 
 /// The `format` string in every checkpoint's state.
 pub const FORMAT: &str = "derain-train-checkpoint";
@@ -46,6 +46,16 @@ pub enum CheckpointError {
     Damaged { path: PathBuf, reason: String },
     #[error("cannot build the trainer for checkpoint '{path}': {source}")]
     Trainer { path: PathBuf, source: TrainError },
+}
+
+/// The discriminator and layer heads a config trains, as compared by
+/// [`Trainer::load_discriminator`].
+fn discriminator_architecture(config: &TrainConfig) -> String {
+    let d = &config.discriminator;
+    format!(
+        "discriminator patchgan(base={}, layers={}), heads mlp(units={})",
+        d.base, d.layers, config.heads.units
+    )
 }
 
 /// The architecture a config trains, as compared when loading: what decides the parameters.
@@ -262,7 +272,13 @@ impl Trainer {
             let _guard = tch::no_grad_guard();
             for (prefix, net) in trainer.networks() {
                 for (name, mut t) in net.var_store().variables() {
-                    t.copy_(&take(&format!("{prefix}.{name}"), &t)?);
+                    let mut key = format!("{prefix}.{name}");
+                    if prefix == STAGE_START_NAME && !map.contains_key(&key) {
+                        // Written before the frozen stage-start copy existed: none of its
+                        // runs used one, and a stage started from it starts from its G_B.
+                        key = format!("gen_b.{name}");
+                    }
+                    t.copy_(&take(&key, &t)?);
                 }
             }
         }
@@ -287,5 +303,65 @@ impl Trainer {
             .restore()
             .ok_or_else(|| damaged("unreadable RNG state".into()))?;
         Ok(trainer)
+    }
+}
+
+/// The networks [`Trainer::load_discriminator`] takes from another run: D, the layer heads on
+/// its features, and their momentum copies.
+const DISCRIMINATOR_NETWORKS: [&str; 4] = ["disc", "heads_layer", "key_disc", "key_heads_layer"];
+
+impl Trainer {
+    /// Replaces the discriminator, the layer heads on its features and their momentum copies by
+    /// those of the checkpoint at `path` (a file, or a run directory holding
+    /// `checkpoint.safetensors`), e.g. a stage 1 trained with the adversarial term:
+    /// `run.init_discriminator`. D's optimiser starts afresh; nothing else changes. The
+    /// checkpoint's discriminator and heads must have this config's sizes.
+    pub fn load_discriminator(&mut self, path: &Path) -> Result<(), CheckpointError> {
+        let file = if path.is_dir() {
+            path.join(super::run::CHECKPOINT_FILE)
+        } else {
+            path.to_owned()
+        };
+        let p = || file.clone();
+        let (map, state) = read_state(&file)?;
+        let (got, want) = (
+            discriminator_architecture(&state.config),
+            discriminator_architecture(&self.config),
+        );
+        if got != want {
+            return Err(CheckpointError::Architecture {
+                path: p(),
+                checkpoint: got,
+                config: want,
+            });
+        }
+        let _guard = tch::no_grad_guard();
+        for (prefix, net) in self.networks() {
+            if !DISCRIMINATOR_NETWORKS.contains(&prefix) {
+                continue;
+            }
+            for (name, mut t) in net.var_store().variables() {
+                let key = format!("{prefix}.{name}");
+                let w = map.get(&key).ok_or_else(|| CheckpointError::Damaged {
+                    path: p(),
+                    reason: format!("tensor '{key}' is missing"),
+                })?;
+                if w.size() != t.size() || w.kind() != t.kind() {
+                    return Err(CheckpointError::Damaged {
+                        path: p(),
+                        reason: format!(
+                            "tensor '{key}' is {:?} {:?}, expected {:?} {:?}",
+                            w.kind(),
+                            w.size(),
+                            t.kind(),
+                            t.size()
+                        ),
+                    });
+                }
+                t.copy_(&w.to_device(t.device()));
+            }
+        }
+        self.opt_d.reset();
+        Ok(())
     }
 }

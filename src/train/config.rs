@@ -209,6 +209,14 @@ pub struct DiscriminatorConfig {
     /// Stride-2 layers (3 gives the 70×70 PatchGAN); the encoder features are the input and
     /// each of these layers' outputs.
     pub layers: usize,
+    /// Halve the resolution with a stride-1 4×4 convolution followed by a fixed blur-pool
+    /// ([1,3,3,1]⊗[1,3,3,1]/64, stride 2, reflect padding) instead of a stride-2 convolution, as
+    /// the PatchGAN of CUT and of the NLCL authors does: a stride-2 convolution aliases
+    /// one-pixel detail (rain streaks) into coarse features that flip with a one-pixel shift.
+    /// The parameters are the same either way, so checkpoints of both load.
+    pub antialias: bool,
+    /// How the rain layer R̂ (in [−1,1]) enters D for the layer and asymmetric terms.
+    pub rain_input: RainInput,
 }
 
 impl Default for DiscriminatorConfig {
@@ -216,8 +224,64 @@ impl Default for DiscriminatorConfig {
         Self {
             base: 64,
             layers: 3,
+            antialias: true,
+            rain_input: RainInput::Signed,
         }
     }
+}
+
+/// `discriminator.rain_input`: the range D sees R̂ in (images go in as 2x − 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RainInput {
+    /// 2R̂: no rain (R̂ = 0) is 0, where a mid-grey image sits; the sign of the rain is kept.
+    #[default]
+    Signed,
+    /// 2R̂ − 1, as if R̂ were an image: no rain reads as black (before this setting existed).
+    Image,
+}
+
+/// `loss.scale`: the units the consistency and L1 terms are computed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossScale {
+    /// The authors' code's: on tensors in [−1,1] (x → 2x − 1, so R̂ → 2R̂), which multiplies
+    /// the squared consistency term by 4 and the L1 term by 2 against [0,1] images.
+    #[default]
+    Authors,
+    /// On [0,1] images and R̂ in image units (before this setting existed).
+    Unit,
+}
+
+/// `loss.l1_target`: what the L1 term (weight `loss.sparsity`, λ) is taken of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum L1Target {
+    /// ‖R̂‖₁ of G_R's rain layer, as the paper prints it (before this setting existed).
+    Rain,
+    /// ‖O − B̂‖₁ of G_B's output, as the authors' code computes it: the change G_B makes
+    /// must be sparse.
+    #[default]
+    Background,
+}
+
+/// `loss.location_source`: which encoder gives the location (and identity) term its features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocationSource {
+    /// G_B's own encoder, every feature layer (CUT; momentum copy for the keys). For the
+    /// residual generators (lite, residual ResNet-9) that encoder belongs to the rain
+    /// predictor, whose deep blocks describe the rain it subtracts: asking B̂'s features to
+    /// match O's there asks B̂ to keep O's rain.
+    #[default]
+    RainPredictor,
+    /// G_B's encoder up to its residual blocks only (the input and the first convolutions),
+    /// which carry the image itself rather than the rain estimate.
+    Background,
+    /// A frozen copy of G_B as the stage started (the stage-1 generator when `run.init` names
+    /// one), every feature layer, for queries and keys alike: features that cannot drift
+    /// towards whatever makes the term easy. Gradients reach G_B through B̂ only.
+    FrozenStage1,
 }
 
 /// The projection heads and the momentum encoders that compute the keys.
@@ -244,9 +308,9 @@ impl Default for HeadsConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LossConfig {
-    /// ‖B̂ + R̂ − O‖² (mean over elements).
+    /// ‖B̂ + R̂ − O‖² (mean over elements; in the units `scale` names).
     pub consistency: f64,
-    /// λ, ‖R̂‖₁ (mean over elements).
+    /// λ, the L1 term (mean over elements): ‖R̂‖₁ or ‖O − B̂‖₁ as `l1_target` says.
     pub sparsity: f64,
     /// δ, least-squares GAN on B̂ against clean frames; 0 also skips the discriminator step.
     pub adversarial: f64,
@@ -265,6 +329,17 @@ pub struct LossConfig {
     pub synthetic: f64,
     /// Temperature of every contrastive term (the paper prints 0.77, the authors' code uses 0.07).
     pub temperature: f64,
+    /// Stage 2: identity PatchNCE (CUT's `nce_idt`, on in the authors' code): G_B(B) on clean
+    /// frames must match B patch for patch, with B's farthest patches as negatives, on the
+    /// encoder `location_source` names. CUT and the authors average it with the location term
+    /// (both weights 0.5 reproduce their scale); 1 keeps the two terms equal, as there.
+    pub identity: f64,
+    /// Units of the consistency and L1 terms (see [`LossScale`]).
+    pub scale: LossScale,
+    /// What the L1 term is taken of (see [`L1Target`]).
+    pub l1_target: L1Target,
+    /// Features of the location and identity terms (see [`LocationSource`]).
+    pub location_source: LocationSource,
 }
 
 impl Default for LossConfig {
@@ -279,6 +354,10 @@ impl Default for LossConfig {
             supervised: 1.0,
             synthetic: 0.0,
             temperature: 0.07,
+            identity: 1.0,
+            scale: LossScale::Authors,
+            l1_target: L1Target::Background,
+            location_source: LocationSource::RainPredictor,
         }
     }
 }
@@ -347,6 +426,11 @@ pub struct OptimiserConfig {
     /// projection heads learn: when a stage starts from trained generators with a fresh
     /// discriminator and heads, their first gradients are noise that would undo the generators.
     pub generator_warmup: u64,
+    /// For this many first steps only the discriminator trains, on the GAN loss: the
+    /// generators and heads are held and no generator term is computed, so a fresh D (stage 2
+    /// from a stage 1 without it) learns to tell B̂ from clean frames before its judgement and
+    /// features steer the generators. Counted from step 0, as `generator_warmup` is.
+    pub discriminator_warmup: u64,
 }
 
 impl Default for OptimiserConfig {
@@ -359,6 +443,7 @@ impl Default for OptimiserConfig {
             decay_start: 100_000,
             decay_end: 200_000,
             generator_warmup: 0,
+            discriminator_warmup: 0,
         }
     }
 }
@@ -516,6 +601,7 @@ impl TrainConfig {
             ("loss.location", l.location),
             ("loss.supervised", l.supervised),
             ("loss.synthetic", l.synthetic),
+            ("loss.identity", l.identity),
         ] {
             range(key, w, 0.0, 1e6)?;
         }
@@ -553,6 +639,13 @@ impl TrainConfig {
         range_open_hi("optimiser.beta2", o.beta2, 0.0, 1.0)?;
         if !(o.eps > 0.0 && o.eps <= 1.0) {
             return Err(out_of_range("optimiser.eps", o.eps, "(0, 1]"));
+        }
+        if o.discriminator_warmup > 0 && l.adversarial <= 0.0 {
+            return Err(out_of_range(
+                "optimiser.discriminator_warmup",
+                o.discriminator_warmup,
+                "0 while loss.adversarial is 0 (there is no discriminator step to warm up)",
+            ));
         }
         if o.decay_end <= o.decay_start {
             return Err(out_of_range(
@@ -694,6 +787,64 @@ mod tests {
         }
         let err = TrainConfig::from_toml_str("device = \"gpu\"", "t").unwrap_err();
         assert!(err.to_string().contains("gpu"), "{err}");
+    }
+
+    /// The issue-17 settings: their defaults, every value by name, and errors naming the key.
+    #[test]
+    fn stage2_settings_parse_with_their_defaults() {
+        let d = TrainConfig::default();
+        assert!(d.discriminator.antialias);
+        assert_eq!(d.discriminator.rain_input, RainInput::Signed);
+        assert_eq!(d.loss.scale, LossScale::Authors);
+        assert_eq!(d.loss.l1_target, L1Target::Background);
+        assert_eq!(d.loss.location_source, LocationSource::RainPredictor);
+        assert_eq!(d.loss.identity, 1.0);
+        assert_eq!(d.optimiser.discriminator_warmup, 0);
+
+        let cfg = TrainConfig::from_toml_str(
+            "[discriminator]\nantialias = false\nrain_input = \"image\"\n\
+             [loss]\nscale = \"unit\"\nl1_target = \"rain\"\n\
+             location_source = \"frozen_stage1\"\nidentity = 0.0\n\
+             [optimiser]\ndiscriminator_warmup = 50\n",
+            "t",
+        )
+        .unwrap();
+        assert!(!cfg.discriminator.antialias);
+        assert_eq!(cfg.discriminator.rain_input, RainInput::Image);
+        assert_eq!(cfg.loss.scale, LossScale::Unit);
+        assert_eq!(cfg.loss.l1_target, L1Target::Rain);
+        assert_eq!(cfg.loss.location_source, LocationSource::FrozenStage1);
+        assert_eq!(cfg.loss.identity, 0.0);
+        assert_eq!(cfg.optimiser.discriminator_warmup, 50);
+        let back = TrainConfig::from_toml_str(&cfg.to_toml_string(), "round trip").unwrap();
+        assert_eq!(back, cfg);
+        for v in ["rain_predictor", "background", "frozen_stage1"] {
+            let text = format!("[loss]\nlocation_source = \"{v}\"");
+            TrainConfig::from_toml_str(&text, "t").unwrap();
+        }
+
+        // A value that is not one of the choices names the key's choices.
+        for (text, want) in [
+            ("[discriminator]\nrain_input = \"unsigned\"", "signed"),
+            ("[loss]\nscale = \"paper\"", "authors"),
+            ("[loss]\nl1_target = \"clean\"", "background"),
+            ("[loss]\nlocation_source = \"d\"", "frozen_stage1"),
+        ] {
+            let err = TrainConfig::from_toml_str(text, "t").unwrap_err();
+            assert!(err.to_string().contains(want), "{text:?}: {err}");
+        }
+        for (text, key) in [
+            ("[loss]\nidentity = -1.0", "loss.identity"),
+            (
+                "[loss]\nadversarial = 0.0\n[optimiser]\ndiscriminator_warmup = 3",
+                "optimiser.discriminator_warmup",
+            ),
+        ] {
+            match TrainConfig::from_toml_str(text, "t").unwrap_err() {
+                ConfigError::Range { key: k, .. } => assert_eq!(k, key),
+                other => panic!("{text:?}: {other}"),
+            }
+        }
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //!   gives `clip(O − y)` and G_R gives `tanh(y)` of the same raw output `y`, so G_R starts at
 //!   G_B's own rain estimate (`tanh(y) ≈ y` for rain values), which is what stage 1 trains both
 //!   towards. For the other architectures G_R keeps its fresh initialisation (a warning says so).
-//! - The momentum copy of G_B takes G_B's weights; the discriminator and heads start fresh, as
-//!   they do after a stage 1 without the adversarial term.
+//! - The momentum copy of G_B and its frozen stage-start copy take G_B's weights; the
+//!   discriminator and heads start fresh, as they do after a stage 1 without the adversarial
+//!   term (`run.init_discriminator` can bring a trained D from a checkpoint).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -161,7 +162,7 @@ impl Trainer {
             });
         }
         let weights = initializers(path, model.bytes())?;
-        let trainer =
+        let mut trainer =
             Trainer::new(config).map_err(|source| ImportError::Trainer { path: p(), source })?;
         let _guard = tch::no_grad_guard();
         for (name, mut t) in trainer.gen_b.var_store().variables() {
@@ -201,6 +202,8 @@ impl Trainer {
                 path.display()
             );
         }
+        // The stage starts from this G_B (`loss.location_source = "frozen_stage1"`).
+        trainer.mark_stage_start();
         Ok(trainer)
     }
 }

@@ -27,6 +27,6 @@ pub use config::{ConfigError, GeneratorArch, Stage, TrainConfig};
 pub use export::{ExportError, generator_model, generator_onnx, write_generator};
 pub use import::ImportError;
 pub use trainer::{
-    Batch, GradientProbe, NETWORK_NAMES, ParamGrad, StepReport, StepTimes, SyntheticBatch, Terms,
-    TrainError, Trainer,
+    Batch, GradientProbe, NETWORK_NAMES, ParamGrad, STAGE_START_NAME, StepReport, StepTimes,
+    SyntheticBatch, Terms, TrainError, Trainer,
 };

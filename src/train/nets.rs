@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use tch::nn::{self, VarStore};
 use tch::{Device, Kind, Tensor};
 
-use super::config::{DiscriminatorConfig, GeneratorArch};
+use super::config::{DiscriminatorConfig, GeneratorArch, RainInput};
 use crate::onnx::GeneratorOutput;
 
 /// Instance-norm epsilon: the same as the ONNX graphs'.
@@ -254,6 +254,9 @@ impl Resnet9Net {
         (!self.res.is_empty()).then_some(self.res.len() / 2)
     }
 
+    /// Features before the residual blocks: the input and the three encoder convolutions.
+    const STEM: usize = 4;
+
     fn feature_channels(&self) -> Vec<i64> {
         let b = self.base;
         let mut c = vec![3, b, 2 * b, 4 * b];
@@ -339,6 +342,9 @@ impl FullresNet {
         v
     }
 
+    /// Features before the residual blocks: the input and the two head convolutions.
+    const STEM: usize = 2;
+
     fn feature_channels(&self) -> Vec<i64> {
         let mut c = vec![3, self.channels];
         c.extend(self.feature_blocks().iter().map(|_| self.channels));
@@ -398,6 +404,9 @@ impl LiteNet {
             tail: Conv::new(p, "tail", c, k, 3, 1, 1, init),
         }
     }
+
+    /// Features before the residual blocks: the input and the head convolution.
+    const STEM: usize = 2;
 
     fn feature_channels(&self) -> Vec<i64> {
         let mut c = vec![3, self.channels];
@@ -542,6 +551,17 @@ impl Generator {
         }
     }
 
+    /// How many of [`Generator::encode`]'s features come before the residual blocks (the
+    /// input and the first convolutions): the ones that carry the image rather than what the
+    /// blocks make of it (`loss.location_source = "background"`).
+    pub fn stem_features(&self) -> usize {
+        match &self.net {
+            GenNet::Resnet9(_) => Resnet9Net::STEM,
+            GenNet::Fullres(_) => FullresNet::STEM,
+            GenNet::Lite(_) => LiteNet::STEM,
+        }
+    }
+
     fn run(&self, xn: &Tensor, encode_only: bool) -> (Option<Tensor>, Vec<Tensor>) {
         match &self.net {
             GenNet::Resnet9(n) => n.run(xn, encode_only),
@@ -564,9 +584,10 @@ impl Network for Generator {
 // Discriminator
 
 /// The PatchGAN discriminator (pix2pix's 70×70 at 3 layers): 4×4 convolutions, LeakyReLU 0.2,
-/// instance norm from the second layer on. Its first layers double as the layer-contrastive
-/// encoder: [`Discriminator::features`] gives the input and each stride-2 layer's output.
-/// Parameters are `conv.{i}.weight` / `.bias`.
+/// instance norm from the second layer on. Each halving is a stride-2 convolution, or with
+/// `antialias` a stride-1 convolution, the activation, then [`blur_pool`] (CUT's PatchGAN).
+/// Its first layers double as the layer-contrastive encoder: [`Discriminator::features`] gives
+/// the input and each halving layer's output. Parameters are `conv.{i}.weight` / `.bias`.
 pub struct Discriminator {
     vs: VarStore,
     cfg: DiscriminatorConfig,
@@ -581,6 +602,21 @@ impl std::fmt::Debug for Discriminator {
     }
 }
 
+/// Anti-aliased down-sampling (Zhang 2019, as CUT's `Downsample`): each channel low-passed with
+/// the fixed [1,3,3,1]⊗[1,3,3,1]/64 kernel, reflect-padded (1 before, 2 after), stride 2.
+/// An even side halves, as a 4×4 stride-2 convolution with padding 1 would.
+pub fn blur_pool(x: &Tensor) -> Tensor {
+    let c = x.size()[1];
+    let taps = Tensor::from_slice(&[1.0f32, 3.0, 3.0, 1.0]).to_device(x.device());
+    let k = (taps.unsqueeze(1) * taps.unsqueeze(0) / 64.0)
+        .to_kind(x.kind())
+        .view([1, 1, 4, 4])
+        .expand([c, 1, 4, 4], false)
+        .contiguous();
+    x.reflection_pad2d([1, 2, 1, 2])
+        .conv2d(&k, None::<&Tensor>, [2, 2], [0, 0], [1, 1], c)
+}
+
 impl Discriminator {
     /// A freshly initialised discriminator on `device`.
     pub fn new(cfg: &DiscriminatorConfig, device: Device, init: &mut ParamInit) -> Self {
@@ -588,10 +624,21 @@ impl Discriminator {
         let p = vs.root();
         let (b, n) = (cfg.base as i64, cfg.layers as i64);
         let width = |i: i64| b * (1 << i.min(3));
-        let mut convs = vec![Conv::new(&p, "conv.0", 3, b, 4, 2, 1, init)];
+        // With the blur-pool doing the halving, the convolutions keep the resolution.
+        let stride = if cfg.antialias { 1 } else { 2 };
+        let mut convs = vec![Conv::new(&p, "conv.0", 3, b, 4, stride, 1, init)];
         for i in 1..n {
             let name = format!("conv.{i}");
-            convs.push(Conv::new(&p, &name, width(i - 1), width(i), 4, 2, 1, init));
+            convs.push(Conv::new(
+                &p,
+                &name,
+                width(i - 1),
+                width(i),
+                4,
+                stride,
+                1,
+                init,
+            ));
         }
         let name = format!("conv.{n}");
         convs.push(Conv::new(&p, &name, width(n - 1), width(n), 4, 1, 1, init));
@@ -627,27 +674,51 @@ impl Discriminator {
 
     /// Patch scores (least-squares GAN: 1 real, 0 fake) for `x` in [0,1].
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        self.run(x, false).0.expect("a full pass has scores")
+        self.run(&(x * 2.0 - 1.0), false)
+            .0
+            .expect("a full pass has scores")
     }
 
     /// Scores and encoder features in one pass.
     pub fn forward_with_features(&self, x: &Tensor) -> (Tensor, Vec<Tensor>) {
-        let (y, f) = self.run(x, false);
+        let (y, f) = self.run(&(x * 2.0 - 1.0), false);
         (y.expect("a full pass has scores"), f)
     }
 
-    /// Encoder features only: the input (mapped to [-1,1]) and each stride-2 layer's output.
+    /// Encoder features of an image `x` in [0,1]: the input (mapped to [-1,1]) and each halving
+    /// layer's output.
     pub fn features(&self, x: &Tensor) -> Vec<Tensor> {
-        self.run(x, true).1
+        self.run(&(x * 2.0 - 1.0), true).1
     }
 
-    fn run(&self, x: &Tensor, features_only: bool) -> (Option<Tensor>, Vec<Tensor>) {
+    /// Encoder features of a rain layer `r` in [−1,1], which enters as `rain_input` says; the
+    /// first feature is what the first convolution sees.
+    pub fn rain_features(&self, r: &Tensor) -> Vec<Tensor> {
+        let rn = match self.cfg.rain_input {
+            RainInput::Signed => r * 2.0,
+            RainInput::Image => r * 2.0 - 1.0,
+        };
+        self.run(&rn, true).1
+    }
+
+    /// One halving layer: convolution, instance norm (`norm`), LeakyReLU, and the blur-pool
+    /// when anti-aliased.
+    fn down(&self, i: usize, h: &Tensor, norm: bool) -> Tensor {
+        let mut y = self.convs[i].forward(h);
+        if norm {
+            y = inorm(&y);
+        }
+        let y = leaky(&y);
+        if self.cfg.antialias { blur_pool(&y) } else { y }
+    }
+
+    /// `xn`: the input as the first convolution takes it.
+    fn run(&self, xn: &Tensor, features_only: bool) -> (Option<Tensor>, Vec<Tensor>) {
         let n = self.cfg.layers;
-        let xn = x * 2.0 - 1.0;
-        let mut h = leaky(&self.convs[0].forward(&xn));
-        let mut feats = vec![xn, h.shallow_clone()];
-        for conv in &self.convs[1..n] {
-            h = leaky(&inorm(&conv.forward(&h)));
+        let mut h = self.down(0, xn, false);
+        let mut feats = vec![xn.shallow_clone(), h.shallow_clone()];
+        for i in 1..n {
+            h = self.down(i, &h, true);
             feats.push(h.shallow_clone());
         }
         if features_only {
@@ -868,6 +939,110 @@ mod tests {
         assert_eq!(c, [3, 64, 128, 256]);
         // 70×70 PatchGAN: 2.77 M parameters at 64 base channels.
         assert_eq!(d.parameter_count(), 2_764_737);
+    }
+
+    /// A ±1 checkerboard `[1,c,s,s]`, or its one-pixel shift (the same pattern negated).
+    fn checkerboard(c: i64, s: i64, shifted: bool) -> Tensor {
+        let v: Vec<f32> = (0..c * s * s)
+            .map(|i| {
+                let (y, x) = ((i / s) % s, i % s);
+                if ((y + x) % 2 == 0) != shifted {
+                    1.0
+                } else {
+                    -1.0
+                }
+            })
+            .collect();
+        Tensor::from_slice(&v).view([1, c, s, s])
+    }
+
+    /// The blur-pool removes the highest frequency entirely, borders included (its kernel is
+    /// 0 at Nyquist, and the reflected border continues the pattern), so the checkerboard and
+    /// its shift both give 0; plain stride-2 sampling turns it into a constant whose sign
+    /// flips with a one-pixel shift: aliasing.
+    #[test]
+    fn blur_pool_removes_a_checkerboard_that_striding_aliases() {
+        for shifted in [false, true] {
+            let x = checkerboard(2, 16, shifted);
+            let y = blur_pool(&x);
+            assert_eq!(y.size(), [1, 2, 8, 8]);
+            let worst = y.abs().max().double_value(&[]);
+            assert!(worst < 1e-6, "blur-pool left {worst}");
+            let strided = x.slice(2, 0, 16, 2).slice(3, 0, 16, 2);
+            let want = if shifted { -1.0 } else { 1.0 };
+            assert_eq!((strided - want).abs().max().double_value(&[]), 0.0);
+        }
+        // A constant passes unchanged (the kernel sums to 1).
+        let ones = Tensor::ones([1, 1, 8, 8], (Kind::Float, Device::Cpu));
+        assert!(blur_pool(&ones).allclose(
+            &Tensor::ones([1, 1, 4, 4], (Kind::Float, Device::Cpu)),
+            1e-6,
+            1e-6,
+            false
+        ));
+    }
+
+    /// Through the whole first layer of D: with the blur-pool, the checkerboard and its
+    /// one-pixel shift give the same features away from the borders; with the stride-2
+    /// convolution they do not. The parameters are the same either way.
+    #[test]
+    fn antialiased_discriminator_is_shift_stable_on_a_checkerboard() {
+        let mut diffs = Vec::new();
+        let mut shapes_seen = Vec::new();
+        for antialias in [true, false] {
+            let cfg = DiscriminatorConfig {
+                base: 4,
+                antialias,
+                ..DiscriminatorConfig::default()
+            };
+            let d = Discriminator::new(&cfg, Device::Cpu, &mut init());
+            shapes_seen.push(shapes(d.var_store()));
+            // Images in [0,1]: 0.5 ± 0.5.
+            let f = |shifted: bool| {
+                let x = (checkerboard(3, 32, shifted) + 1.0) * 0.5;
+                d.features(&x)[1].slice(2, 3, 13, 1).slice(3, 3, 13, 1)
+            };
+            let (a, b) = (f(false), f(true));
+            assert_eq!(a.size(), [1, 4, 10, 10]);
+            diffs.push((a - b).abs().max().double_value(&[]));
+        }
+        assert!(diffs[0] < 1e-5, "anti-aliased: {diffs:?}");
+        assert!(diffs[1] > 1e-2, "strided: {diffs:?}");
+        assert_eq!(shapes_seen[0], shapes_seen[1]);
+    }
+
+    /// `rain_input = "signed"`: no rain reaches the first convolution as exactly 0 (where a
+    /// mid-grey image sits); `"image"` maps it to −1, as before the setting.
+    #[test]
+    fn rain_layer_enters_the_discriminator_in_its_own_range() {
+        let r = Tensor::zeros([1, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let grey = Tensor::full([1, 3, 32, 32], 0.5, (Kind::Float, Device::Cpu));
+        for (rain_input, want) in [(RainInput::Signed, 0.0), (RainInput::Image, -1.0)] {
+            let cfg = DiscriminatorConfig {
+                base: 4,
+                rain_input,
+                ..DiscriminatorConfig::default()
+            };
+            let d = Discriminator::new(&cfg, Device::Cpu, &mut init());
+            let first = &d.rain_features(&r)[0];
+            let off = (first - want).abs().max().double_value(&[]);
+            assert_eq!(off, 0.0, "{rain_input:?}");
+            if rain_input == RainInput::Signed {
+                let (fr, fg) = (d.rain_features(&r), d.features(&grey));
+                for (a, b) in fr.iter().zip(&fg) {
+                    assert!(a.equal(b), "no rain and mid grey differ");
+                }
+            }
+        }
+        // Rain of either sign keeps its sign.
+        let cfg = DiscriminatorConfig::default();
+        let d = Discriminator::new(&cfg, Device::Cpu, &mut init());
+        let r = Tensor::from_slice(&[0.25f32, -0.25])
+            .view([1, 1, 1, 2])
+            .repeat([1, 3, 32, 16]);
+        let first = &d.rain_features(&r)[0];
+        assert_eq!(first.double_value(&[0, 0, 0, 0]), 0.5);
+        assert_eq!(first.double_value(&[0, 0, 0, 1]), -0.5);
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! either stage, reading like the paper's objective (DESIGN.md §6):
 //!
 //! - D step: least-squares GAN, D(B) → 1 and D(B̂) → 0.
-//! - G step, D frozen: w₁‖B̂+R̂−O‖² + λ‖R̂‖₁ + δ·GAN + μ·L_layer + γ·L_asym + σ·L_location (stage 2),
-//!   or supervised L1 on B̂ and R̂ + δ·GAN (stage 1).
+//! - G step, D frozen: w₁‖B̂+R̂−O‖² + λ‖R̂‖₁ (or λ‖O−B̂‖₁) + δ·GAN + μ·L_layer + γ·L_asym +
+//!   σ·L_location + ι·L_identity (stage 2), or supervised L1 on B̂ and R̂ + δ·GAN (stage 1).
 //! - Momentum update of the key copies (G_B's encoder, D's encoder, both head sets).
+//!
+//! `optimiser.discriminator_warmup` steps run the D step alone.
 //!
 //! Better than the authors' code: batches, many anchors per image searched at once on the
 //! training device, all projection heads learning, MoCo keys, the asymmetric term, and a weight
@@ -17,7 +19,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use super::config::{ConfigError, DeviceSetting, Stage, TrainConfig};
+use super::config::{
+    ConfigError, DeviceSetting, L1Target, LocationSource, LossConfig, LossScale, Stage, TrainConfig,
+};
 use super::losses::{self, similarity_logits};
 use super::nets::{Discriminator, Generator, Network, ParamInit, ProjectionHeads, ema_update};
 use super::nonlocal::{self, Anchors, BlockMatcher, Neighbours, SamplerError};
@@ -41,7 +45,7 @@ pub enum TrainError {
 }
 
 /// Names of the networks, as they prefix parameter names in checkpoints and gradient probes.
-pub const NETWORK_NAMES: [&str; 9] = [
+pub const NETWORK_NAMES: [&str; 10] = [
     "gen_b",
     "gen_r",
     "disc",
@@ -51,7 +55,11 @@ pub const NETWORK_NAMES: [&str; 9] = [
     "key_disc",
     "key_heads_loc",
     "key_heads_layer",
+    STAGE_START_NAME,
 ];
+
+/// The frozen copy of G_B as the stage started (`loss.location_source = "frozen_stage1"`).
+pub const STAGE_START_NAME: &str = "stage1_gen_b";
 
 /// One value per loss term; `None` where the term was not computed (weight 0, or not part of
 /// the stage).
@@ -65,6 +73,8 @@ pub struct Terms {
     pub location: Option<f64>,
     pub supervised_clean: Option<f64>,
     pub supervised_rain: Option<f64>,
+    /// Identity PatchNCE on clean frames (`loss.identity`).
+    pub identity: Option<f64>,
 }
 
 /// Wall times of one step's phases, in seconds (the device is synchronised at each boundary).
@@ -220,6 +230,8 @@ pub struct Trainer {
     pub(super) key_disc: Discriminator,
     pub(super) key_heads_loc: ProjectionHeads,
     pub(super) key_heads_layer: ProjectionHeads,
+    /// G_B as the stage started, frozen: the location features of `frozen_stage1`.
+    pub(super) stage1_gen_b: Generator,
     /// G_B, G_R and both head sets.
     pub(super) opt_g: Adam,
     pub(super) opt_d: Adam,
@@ -295,6 +307,7 @@ impl Trainer {
             key_disc: disc.frozen_copy(),
             key_heads_loc: heads_loc.frozen_copy(),
             key_heads_layer: heads_layer.frozen_copy(),
+            stage1_gen_b: gen_b.frozen_copy(),
             gen_b,
             gen_r,
             disc,
@@ -336,8 +349,8 @@ impl Trainer {
     }
 
     /// Every network with its name ([`NETWORK_NAMES`] order).
-    pub fn networks(&self) -> [(&'static str, &dyn Network); 9] {
-        let nets: [&dyn Network; 9] = [
+    pub fn networks(&self) -> [(&'static str, &dyn Network); 10] {
+        let nets: [&dyn Network; 10] = [
             &self.gen_b,
             &self.gen_r,
             &self.disc,
@@ -347,16 +360,28 @@ impl Trainer {
             &self.key_disc,
             &self.key_heads_loc,
             &self.key_heads_layer,
+            &self.stage1_gen_b,
         ];
         std::array::from_fn(|i| (NETWORK_NAMES[i], nets[i]))
     }
 
     /// Forgets the optimisers' moments and restarts the step count (and so the learning-rate
-    /// schedule), keeping the weights: for stage 2 starting from a stage-1 checkpoint.
+    /// schedule), keeping the weights: for stage 2 starting from a stage-1 checkpoint. The
+    /// frozen stage-start copy of G_B becomes the G_B it starts from.
     pub fn reset_optimisers(&mut self) {
         self.opt_g.reset();
         self.opt_d.reset();
         self.step = 0;
+        self.mark_stage_start();
+    }
+
+    /// Copies G_B into its frozen stage-start copy (`loss.location_source = "frozen_stage1"`).
+    pub(super) fn mark_stage_start(&mut self) {
+        self.stage1_gen_b
+            .var_store_mut()
+            .copy(self.gen_b.var_store())
+            .expect("a network and its copy have the same parameters");
+        self.stage1_gen_b.var_store_mut().freeze();
     }
 
     /// G_B on `rainy` (`[B,3,H,W]` in [0,1], H and W multiples of the architecture's
@@ -421,11 +446,20 @@ impl Trainer {
             report.discriminator = Some(d_loss.double_value(&[]));
         }
 
-        let mut rng = self.rng.clone();
-        let (total, terms) = self.generator_backward(&fwd, &mut report, &mut clock, &mut rng)?;
-        self.rng = rng;
-        self.opt_g.step(lr);
-        report.time.optimiser += clock.lap();
+        // D warm-up: no generator terms at all, nothing but D moves (its key copy follows).
+        let (total, terms) = if self.step < self.config.optimiser.discriminator_warmup {
+            (
+                Tensor::zeros([], (Kind::Float, self.device)),
+                TermTensors::default(),
+            )
+        } else {
+            let mut rng = self.rng.clone();
+            let out = self.generator_backward(&fwd, &mut report, &mut clock, &mut rng)?;
+            self.rng = rng;
+            self.opt_g.step(lr);
+            report.time.optimiser += clock.lap();
+            out
+        };
 
         let m = self.config.heads.momentum;
         ema_update(self.key_gen_b.var_store(), self.gen_b.var_store(), m);
@@ -554,7 +588,7 @@ impl Trainer {
             });
         }
         if batch.stage() == Stage::Anlcl {
-            self.check_sampler(&rainy)?;
+            self.check_sampler(&rainy, &clean)?;
         }
         let clean_hat = self.gen_b.forward(&rainy);
         let rain_hat = self.gen_r.forward(&rainy);
@@ -570,7 +604,7 @@ impl Trainer {
 
     /// Fails before anything is updated if the search windows of `rainy`'s size cannot supply
     /// the patch counts the terms in use ask for.
-    fn check_sampler(&self, rainy: &Tensor) -> Result<(), TrainError> {
+    fn check_sampler(&self, rainy: &Tensor, clean: &Tensor) -> Result<(), TrainError> {
         let (s, w) = (&self.config.sampler, &self.config.loss);
         let (_, _, h, wd) = rainy.size4().expect("checked input");
         let matcher = BlockMatcher {
@@ -584,7 +618,13 @@ impl Trainer {
         if w.location > 0.0 {
             k = k.max(s.location_negatives);
         }
-        Ok(matcher.check(h, wd, k as i64)?)
+        matcher.check(h, wd, k as i64)?;
+        if w.identity > 0.0 {
+            // The identity term searches the clean frames for its negatives.
+            let (_, _, hc, wc) = clean.size4().expect("checked input");
+            matcher.check(hc, wc, s.location_negatives as i64)?;
+        }
+        Ok(())
     }
 
     /// D's loss and backward pass (gradients only into D); `None` when the adversarial weight
@@ -660,6 +700,7 @@ impl Trainer {
         let stage1 = fwd.rain.is_some();
         let contrastive = !stage1 && (w.layer_contrastive > 0.0 || w.asymmetric > 0.0);
         let location = !stage1 && w.location > 0.0;
+        let identity = !stage1 && w.identity > 0.0;
 
         // The adversarial term shares D's pass with the layer terms' features.
         let (scores, feats_clean) = match (w.adversarial > 0.0, contrastive) {
@@ -686,12 +727,12 @@ impl Trainer {
             }
             return Ok(None);
         }
-        if w.consistency > 0.0 {
-            let t = losses::consistency(&fwd.clean_hat, &fwd.rain_hat, &fwd.rainy);
+        let (consistency, l1) = image_terms(&w, &fwd.clean_hat, &fwd.rain_hat, &fwd.rainy);
+        if let Some(t) = consistency {
             obj.add(Term::Consistency, w.consistency, t);
         }
-        if w.sparsity > 0.0 {
-            obj.add(Term::Sparsity, w.sparsity, losses::sparsity(&fwd.rain_hat));
+        if let Some(t) = l1 {
+            obj.add(Term::Sparsity, w.sparsity, t);
         }
         if let Some([rainy, clean, rain]) = &fwd.synthetic {
             // Stage 1's supervised terms on this step's synthetic pairs (loss.synthetic).
@@ -701,19 +742,24 @@ impl Trainer {
             obj.add(Term::SupervisedRain, w.synthetic, t);
             obj.times.forward += obj.clock.lap();
         }
-        if !contrastive && !location {
+        if !contrastive && !location && !identity {
             return Ok(None);
         }
 
-        // Online features (queries) and the momentum copies' (keys).
-        let feats_rain = contrastive.then(|| self.disc.features(&fwd.rain_hat));
-        let enc_clean = location.then(|| self.gen_b.encode(&fwd.clean_hat));
-        let (keys_clean, keys_rain, keys_rainy) = {
+        // Online features (queries) and the momentum copies' (keys); the location and identity
+        // terms' encoders as `loss.location_source` says.
+        let (query_enc, key_enc) = self.location_encoders();
+        let feats_rain = contrastive.then(|| self.disc.rain_features(&fwd.rain_hat));
+        let enc_clean = location.then(|| query_enc.encode(&fwd.clean_hat));
+        // G_B(B): the identity term's output on clean frames.
+        let enc_idt = identity.then(|| query_enc.encode(&self.gen_b.forward(&fwd.clean)));
+        let (keys_clean, keys_rain, keys_rainy, keys_idt) = {
             let _guard = tch::no_grad_guard();
             (
                 contrastive.then(|| self.key_disc.features(&fwd.clean_hat.detach())),
-                contrastive.then(|| self.key_disc.features(&fwd.rain_hat.detach())),
-                location.then(|| self.key_gen_b.encode(&fwd.rainy)),
+                contrastive.then(|| self.key_disc.rain_features(&fwd.rain_hat.detach())),
+                location.then(|| key_enc.encode(&fwd.rainy)),
+                identity.then(|| key_enc.encode(&fwd.clean)),
             )
         };
         obj.times.forward += obj.clock.lap();
@@ -725,14 +771,19 @@ impl Trainer {
             patch: s.patch as i64,
             window: s.window as i64,
         };
-        let anchors = Anchors::sample(
-            rng,
-            b,
-            (h, wd),
-            matcher.patch,
-            s.anchors_per_image as i64,
-            self.device,
-        );
+        // Drawn only when a term uses them, so the identity term alone draws its own first.
+        let anchors = if contrastive || location {
+            Anchors::sample(
+                rng,
+                b,
+                (h, wd),
+                matcher.patch,
+                s.anchors_per_image as i64,
+                self.device,
+            )
+        } else {
+            Anchors::from_positions(&[], &[], &[], self.device)
+        };
         let near = match contrastive {
             true => Some((
                 matcher.nearest(&fwd.clean_hat, &anchors, s.positives as i64)?,
@@ -742,6 +793,24 @@ impl Trainer {
         };
         let far = match location {
             true => Some(matcher.farthest(&fwd.rainy, &anchors, s.location_negatives as i64)?),
+            false => None,
+        };
+        // The identity term's anchors and reverse non-local negatives, in the clean frames.
+        let (_, _, hc, wc) = fwd.clean.size4().expect("checked input");
+        let idt_sampling = match identity {
+            true => {
+                let (bc, _, _, _) = fwd.clean.size4().expect("checked input");
+                let a = Anchors::sample(
+                    rng,
+                    bc,
+                    (hc, wc),
+                    matcher.patch,
+                    s.anchors_per_image as i64,
+                    self.device,
+                );
+                let far = matcher.farthest(&fwd.clean, &a, s.location_negatives as i64)?;
+                Some((a, far))
+            }
             false => None,
         };
         obj.times.nonlocal += obj.clock.lap();
@@ -764,7 +833,30 @@ impl Trainer {
             let t = self.location_term(&anchors, enc, keys, far, (h, wd));
             obj.add(Term::Location, w.location, t);
         }
+        if let (Some(enc), Some(keys), Some((a, far))) = (&enc_idt, &keys_idt, &idt_sampling) {
+            let t = self.location_term(a, enc, keys, far, (hc, wc));
+            obj.add(Term::Identity, w.identity, t);
+        }
         Ok(eta_positive)
+    }
+
+    /// The encoders of the location and identity terms' queries and keys.
+    fn location_encoders(&self) -> (&Generator, &Generator) {
+        match self.config.loss.location_source {
+            LocationSource::RainPredictor | LocationSource::Background => {
+                (&self.gen_b, &self.key_gen_b)
+            }
+            LocationSource::FrozenStage1 => (&self.stage1_gen_b, &self.stage1_gen_b),
+        }
+    }
+
+    /// How many of the encoder's feature layers the location and identity terms compare.
+    fn location_layers(&self) -> usize {
+        let all = self.heads_loc.len();
+        match self.config.loss.location_source {
+            LocationSource::Background => self.gen_b.stem_features().min(all),
+            LocationSource::RainPredictor | LocationSource::FrozenStage1 => all,
+        }
     }
 
     /// The layer contrastive and asymmetric terms over D's encoder layers; returns the share of
@@ -851,8 +943,9 @@ impl Trainer {
         eta.map(|e| e.gt(0.0).to_kind(Kind::Double).mean(None).double_value(&[]))
     }
 
-    /// The location (PatchNCE) term over G_B's encoder layers: B̂'s feature at each anchor
-    /// against O's (momentum key) at the same place and at the anchor's farthest patches.
+    /// The location (PatchNCE) term over the encoder layers `location_source` picks: B̂'s
+    /// feature at each anchor against O's (key) at the same place and at the anchor's farthest
+    /// patches. The identity term is the same with G_B(B) and B in their places.
     fn location_term(
         &self,
         anchors: &Anchors,
@@ -866,7 +959,7 @@ impl Trainer {
         let (fy, fx) = (&far.y + half, &far.x + half);
         let batch = anchors.batch.unsqueeze(1);
         let mut per_layer = Vec::new();
-        for l in 0..self.heads_loc.len() {
+        for l in 0..self.location_layers() {
             let at = nonlocal::features_at(&enc[l], &anchors.batch, &cy, &cx, image);
             let query = self.heads_loc.project(l, &at);
             let (positive, negatives) = {
@@ -918,6 +1011,7 @@ enum Term {
     Location,
     SupervisedClean,
     SupervisedRain,
+    Identity,
 }
 
 impl Terms {
@@ -931,13 +1025,14 @@ impl Terms {
             Term::Location => &mut self.location,
             Term::SupervisedClean => &mut self.supervised_clean,
             Term::SupervisedRain => &mut self.supervised_rain,
+            Term::Identity => &mut self.identity,
         }
     }
 }
 
 /// The generator terms as tensors, read into the report after the backward pass.
 #[derive(Default)]
-struct TermTensors([Option<Tensor>; 8]);
+struct TermTensors([Option<Tensor>; 9]);
 
 impl TermTensors {
     fn values(&self) -> Terms {
@@ -951,6 +1046,7 @@ impl TermTensors {
             Term::Location,
             Term::SupervisedClean,
             Term::SupervisedRain,
+            Term::Identity,
         ] {
             *out.slot(term) = self.0[term as usize].as_ref().map(|t| t.double_value(&[]));
         }
@@ -989,4 +1085,300 @@ impl Objective<'_> {
 /// Mean of per-layer terms.
 fn layer_mean(terms: Vec<Tensor>) -> Tensor {
     Tensor::stack(&terms, 0).mean(None)
+}
+
+/// Stage 2's consistency and L1 terms (`None` at weight 0), in the units `loss.scale` names
+/// and with the L1 term on what `loss.l1_target` names. B̂ and O are in [0,1], R̂ in image units.
+///
+/// The authors' code works on x' = 2x − 1, so B̂' = 2B̂ − 1, O' = 2O − 1 and the rain layer
+/// that adds up, R̂' = O' − B̂', is 2R̂: the consistency residual B̂' + R̂' − O' is twice
+/// B̂ + R̂ − O and its square (their MSE) four times ours; |O' − B̂'| (their L1) and |R̂'| are
+/// twice |O − B̂| and |R̂|.
+pub fn image_terms(
+    w: &LossConfig,
+    clean_hat: &Tensor,
+    rain_hat: &Tensor,
+    rainy: &Tensor,
+) -> (Option<Tensor>, Option<Tensor>) {
+    let (squared, absolute) = match w.scale {
+        LossScale::Authors => (4.0, 2.0),
+        LossScale::Unit => (1.0, 1.0),
+    };
+    let consistency =
+        (w.consistency > 0.0).then(|| losses::consistency(clean_hat, rain_hat, rainy) * squared);
+    let l1 = (w.sparsity > 0.0).then(|| {
+        let t = match w.l1_target {
+            L1Target::Rain => losses::sparsity(rain_hat),
+            L1Target::Background => losses::sparsity(&(rainy - clean_hat)),
+        };
+        t * absolute
+    });
+    (consistency, l1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::config::GeneratorArch;
+
+    fn lite_config() -> TrainConfig {
+        let mut c = TrainConfig {
+            generator: GeneratorArch::Lite {
+                factor: 4,
+                channels: 8,
+                blocks: 2,
+            },
+            batch: 2,
+            crop: 64,
+            ..TrainConfig::default()
+        };
+        c.discriminator.base = 8;
+        c.heads.units = 16;
+        c.sampler.anchors_per_image = 4;
+        c.sampler.rain_negatives = 32;
+        c.sampler.location_negatives = 32;
+        c.validate().expect("valid test config");
+        c
+    }
+
+    /// Smooth images `[2,3,64,64]` in [0,1].
+    fn images(seed: i64) -> Tensor {
+        tch::manual_seed(seed);
+        Tensor::rand([2, 3, 8, 8], (Kind::Float, Device::Cpu)).upsample_bilinear2d(
+            [64, 64],
+            true,
+            None,
+            None,
+        )
+    }
+
+    /// The generator objective's terms on (rainy, clean), updating nothing.
+    fn terms_of(t: &Trainer, rainy: &Tensor, clean: &Tensor) -> Terms {
+        let fwd = t
+            .forward(Batch::Anlcl {
+                rainy,
+                clean,
+                synthetic: None,
+            })
+            .unwrap();
+        let mut clock = Clock::new(t.device);
+        let mut obj = Objective {
+            total: Tensor::zeros([], (Kind::Float, t.device)),
+            terms: TermTensors::default(),
+            times: StepTimes::default(),
+            clock: &mut clock,
+        };
+        let mut rng = t.rng.clone();
+        t.generator_objective(&fwd, &mut obj, &mut rng).unwrap();
+        obj.terms.values()
+    }
+
+    /// Adds 0.05 to every parameter of `net` whose name starts with `prefix`.
+    fn nudge(net: &dyn Network, prefix: &str) {
+        let _guard = tch::no_grad_guard();
+        for (name, mut p) in net.var_store().variables() {
+            if name.starts_with(prefix) {
+                let moved = &p + 0.05;
+                p.copy_(&moved);
+            }
+        }
+    }
+
+    /// `loss.scale` and `loss.l1_target` on a four-pixel example worked out by hand.
+    #[test]
+    fn consistency_and_l1_follow_scale_and_target() {
+        let b = Tensor::from_slice(&[0.5f32, 0.2, 1.0, 0.0]);
+        let r = Tensor::from_slice(&[0.25f32, 0.0, -0.5, 0.1]);
+        let o = Tensor::from_slice(&[0.75f32, 0.5, 0.25, 0.3]);
+        // B̂ + R̂ − O = 0, −0.3, 0.25, −0.2: mean square 0.1925 / 4.
+        // |R̂| = 0.25, 0, 0.5, 0.1: mean 0.85 / 4. |O − B̂| = 0.25, 0.3, 0.75, 0.3: mean 1.6 / 4.
+        for (scale, target, consistency, l1) in [
+            (LossScale::Unit, L1Target::Rain, 0.1925 / 4.0, 0.85 / 4.0),
+            (
+                LossScale::Unit,
+                L1Target::Background,
+                0.1925 / 4.0,
+                1.6 / 4.0,
+            ),
+            // On [−1,1]: residual 2×, squared 4×; absolute values 2×.
+            (LossScale::Authors, L1Target::Rain, 0.1925, 1.7 / 4.0),
+            (LossScale::Authors, L1Target::Background, 0.1925, 3.2 / 4.0),
+        ] {
+            let w = LossConfig {
+                scale,
+                l1_target: target,
+                ..LossConfig::default()
+            };
+            let (c, l) = image_terms(&w, &b, &r, &o);
+            let (c, l) = (c.unwrap().double_value(&[]), l.unwrap().double_value(&[]));
+            assert!((c - consistency).abs() < 1e-7, "{scale:?}: {c}");
+            assert!((l - l1).abs() < 1e-7, "{scale:?} {target:?}: {l}");
+        }
+        // The authors' [−1,1] tensors give the same numbers by their own formulas.
+        let (bn, on) = (&b * 2.0 - 1.0, &o * 2.0 - 1.0);
+        let rn = &on - &bn;
+        let mse = (&bn + &(&r * 2.0) - &on)
+            .square()
+            .mean(None)
+            .double_value(&[]);
+        assert!((mse - 0.1925).abs() < 1e-7, "{mse}");
+        let l1 = (&on - &bn).abs().mean(None).double_value(&[]);
+        assert!((l1 - 0.8).abs() < 1e-7, "{l1}");
+        assert!(rn.allclose(&((&o - &b) * 2.0), 1e-7, 1e-7, false));
+        // Weight 0: not computed.
+        let off = LossConfig {
+            consistency: 0.0,
+            sparsity: 0.0,
+            ..LossConfig::default()
+        };
+        let (c, l) = image_terms(&off, &b, &r, &o);
+        assert!(c.is_none() && l.is_none());
+    }
+
+    /// Which encoder the location term reads: nudging the key copy's residual blocks moves the
+    /// term under `rain_predictor` only; nudging the frozen stage-start copy moves it under
+    /// `frozen_stage1` only; `background` reads the key copy's stem.
+    #[test]
+    fn location_features_come_from_the_chosen_source() {
+        let rainy = (images(1) + 0.15).clamp(0.0, 1.0);
+        let clean = images(2);
+        let location = |source: LocationSource, nudged: Option<(&str, &str)>| {
+            let mut cfg = lite_config();
+            cfg.loss.location_source = source;
+            let t = Trainer::new(&cfg).unwrap();
+            if let Some((net, prefix)) = nudged {
+                let (_, n) = t
+                    .networks()
+                    .into_iter()
+                    .find(|(name, _)| *name == net)
+                    .unwrap();
+                nudge(n, prefix);
+            }
+            terms_of(&t, &rainy, &clean).location.unwrap()
+        };
+        for source in [
+            LocationSource::RainPredictor,
+            LocationSource::Background,
+            LocationSource::FrozenStage1,
+        ] {
+            let base = location(source, None);
+            let blocks = location(source, Some(("key_gen_b", "res.")));
+            let stem = location(source, Some(("key_gen_b", "head.")));
+            let frozen = location(source, Some((STAGE_START_NAME, "")));
+            let moved = |v: f64| (v - base).abs() > 1e-5;
+            let got = (moved(blocks), moved(stem), moved(frozen));
+            let want = match source {
+                LocationSource::RainPredictor => (true, true, false),
+                LocationSource::Background => (false, true, false),
+                LocationSource::FrozenStage1 => (false, false, true),
+            };
+            assert_eq!(got, want, "{source:?}: {base} {blocks} {stem} {frozen}");
+        }
+
+        // The frozen copy takes no gradient; G_B does, through B̂.
+        let mut cfg = lite_config();
+        cfg.loss.location_source = LocationSource::FrozenStage1;
+        let mut t = Trainer::new(&cfg).unwrap();
+        let probe = t
+            .probe_gradients(Batch::Anlcl {
+                rainy: &rainy,
+                clean: &clean,
+                synthetic: None,
+            })
+            .unwrap();
+        let prefix = format!("{STAGE_START_NAME}.");
+        let frozen: Vec<_> = probe
+            .generator_phase
+            .iter()
+            .filter(|g| g.name.starts_with(&prefix))
+            .collect();
+        assert!(!frozen.is_empty() && frozen.iter().all(|g| g.norm.is_none()));
+        assert!(
+            probe
+                .generator_phase
+                .iter()
+                .filter(|g| g.name.starts_with("gen_b.") && g.name.ends_with("weight"))
+                .all(|g| g.norm.is_some_and(|n| n > 0.0))
+        );
+    }
+
+    /// The identity term is the location term with G_B(B) and B in the places of B̂ and O: run
+    /// alone it draws the same anchors the location term would, so on clean frames given as
+    /// the rainy ones the two agree. With identical features everywhere PatchNCE is log(1 + N).
+    #[test]
+    fn identity_term_is_patchnce_on_clean_frames() {
+        let (rainy, clean) = ((images(3) + 0.2).clamp(0.0, 1.0), images(4));
+        let mut only_identity = lite_config();
+        only_identity.loss.location = 0.0;
+        only_identity.loss.layer_contrastive = 0.0;
+        only_identity.loss.asymmetric = 0.0;
+        only_identity.loss.identity = 1.0;
+        let mut only_location = only_identity.clone();
+        only_location.loss.location = 1.0;
+        only_location.loss.identity = 0.0;
+        let a = terms_of(&Trainer::new(&only_identity).unwrap(), &rainy, &clean);
+        let b = terms_of(&Trainer::new(&only_location).unwrap(), &clean, &clean);
+        let (idt, loc) = (a.identity.unwrap(), b.location.unwrap());
+        assert!(a.location.is_none() && b.identity.is_none());
+        assert!((idt - loc).abs() < 1e-6, "identity {idt} vs location {loc}");
+        // Off at weight 0, and not part of stage 1.
+        assert!(b.identity.is_none());
+
+        let u = Tensor::from_slice(&[0.6f32, 0.8]);
+        let (q, kp) = (u.view([1, 2]), u.view([1, 2]));
+        let kn = u.view([1, 1, 2]).repeat([1, 5, 1]);
+        let v = losses::location_nce(&q, &kp, &kn, None, 0.07).double_value(&[]);
+        assert!((v - 6f64.ln()).abs() < 1e-5, "{v}");
+    }
+
+    /// `optimiser.discriminator_warmup`: D alone trains for the first steps, no generator term
+    /// is computed; then the joint schedule runs.
+    #[test]
+    fn discriminator_warmup_trains_d_alone() {
+        let mut cfg = lite_config();
+        cfg.optimiser.discriminator_warmup = 2;
+        let mut t = Trainer::new(&cfg).unwrap();
+        let (rainy, clean) = ((images(5) + 0.2).clamp(0.0, 1.0), images(6));
+        let snapshot = |t: &Trainer| -> Vec<(String, Tensor)> {
+            let mut v = Vec::new();
+            for (prefix, net) in t.networks() {
+                for (name, p) in net.var_store().variables() {
+                    v.push((format!("{prefix}.{name}"), p.detach().copy()));
+                }
+            }
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let moved = |a: &[(String, Tensor)], b: &[(String, Tensor)], net: &str| {
+            let prefix = format!("{net}.");
+            a.iter()
+                .zip(b)
+                .filter(|(x, _)| x.0.starts_with(&prefix))
+                .any(|(x, y)| !x.1.equal(&y.1))
+        };
+        let before = snapshot(&t);
+        for _ in 0..2 {
+            let r = t.step_anlcl(&rainy, &clean).unwrap();
+            assert!(r.discriminator.is_some());
+            assert_eq!(
+                r.loss,
+                Terms::default(),
+                "no generator term in the D warm-up"
+            );
+        }
+        let held = snapshot(&t);
+        assert!(moved(&before, &held, "disc") && moved(&before, &held, "key_disc"));
+        for net in ["gen_b", "gen_r", "heads_loc", "heads_layer", "key_gen_b"] {
+            assert!(!moved(&before, &held, net), "{net} moved in the D warm-up");
+        }
+        let r = t.step_anlcl(&rainy, &clean).unwrap();
+        assert!(r.loss.location.is_some() && r.loss.identity.is_some());
+        let after = snapshot(&t);
+        for net in ["gen_b", "gen_r", "heads_loc", "heads_layer"] {
+            assert!(
+                moved(&held, &after, net),
+                "{net} did not train after the warm-up"
+            );
+        }
+    }
 }
