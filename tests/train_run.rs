@@ -234,6 +234,16 @@ fn stage2_starts_from_an_exported_model() {
         "run.validate_every=2".into(),
         format!("run.init=\"{}\"", onnx.display()),
     ];
+    // `data.rainy_downscale` applies to the rainy footage alone: at 4× its 80×72 frames are
+    // below the 32-pixel crop, while the clean footage, at `downscale` 1, still loads.
+    let mut shrunk = sets.to_vec();
+    shrunk.push("data.rainy_downscale=4".into());
+    let cfg_small = RunConfig::parse(CONFIG, "test", Some(tmp.path()), &shrunk).unwrap();
+    let e = run::run(&cfg_small, &tmp.path().join("small"), false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("rainy footage"), "{e}");
+
     let cfg2 = RunConfig::parse(CONFIG, "test", Some(tmp.path()), &sets).unwrap();
     let dir = tmp.path().join("stage2");
     let s = run::run(&cfg2, &dir, false).unwrap();
@@ -277,6 +287,10 @@ fn config_errors_name_the_key() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("downscale"), "{e}");
+    let e = RunConfig::parse(CONFIG, "t.toml", None, &["data.rainy_downscale=0".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("data.rainy_downscale"), "{e}");
     let e = RunConfig::parse(CONFIG, "t.toml", None, &["train.batch=0".into()])
         .unwrap_err()
         .to_string();

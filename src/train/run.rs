@@ -74,6 +74,12 @@ pub struct DataConfig {
     pub scene_line_probability: f64,
     /// Integer downscale of every frame (the paper trains on 4× downscaled frames).
     pub downscale: u32,
+    /// Stage 2: integer downscale of the rainy footage instead of `downscale`, so that clean and
+    /// rainy frames reach the discriminator at the same scale when they come from cameras of
+    /// different resolutions (e.g. 1280×720 clean drives with `downscale = 2` and 640×360 rainy
+    /// ones with `rainy_downscale = 1`). Absent: `downscale`, right for a fleet whose clean and
+    /// rainy drives come from the same cameras.
+    pub rainy_downscale: Option<u32>,
     /// Every n-th video frame.
     pub stride: usize,
     /// At most this many frames per footage set.
@@ -103,6 +109,7 @@ impl Default for DataConfig {
             line_negative_fraction: 0.0,
             scene_line_probability: 0.0,
             downscale: 1,
+            rainy_downscale: None,
             stride: 1,
             max_frames: None,
             min_scene_change: None,
@@ -169,6 +176,11 @@ pub struct LoopConfig {
     /// Start from this checkpoint's networks (e.g. stage 1's) with fresh optimisers and step 0;
     /// or from an exported generator (`.onnx`, e.g. a shipped model: see [`super::import`]).
     pub init: Option<PathBuf>,
+    /// Take the discriminator, the layer heads on its features and their momentum copies from
+    /// this checkpoint (a file or a run directory), e.g. a stage 1 trained with the adversarial
+    /// term, instead of starting them fresh: stage 2 then starts with a D that already tells
+    /// B̂ from clean frames. Applied after `init`, on a new run only (a resumed run has its own).
+    pub init_discriminator: Option<PathBuf>,
     /// Name recorded in exported model cards.
     pub name: String,
 }
@@ -180,6 +192,7 @@ impl Default for LoopConfig {
             checkpoint_every: 100,
             validate_every: 0,
             init: None,
+            init_discriminator: None,
             name: "derain".into(),
         }
     }
@@ -308,6 +321,7 @@ impl RunConfig {
             cfg.data.rainy.iter_mut().for_each(fix);
             cfg.data.validation.iter_mut().for_each(fix);
             cfg.run.init.iter_mut().for_each(fix);
+            cfg.run.init_discriminator.iter_mut().for_each(fix);
         }
         cfg.validate().map_err(cfg_err)?;
         cfg.train.validate()?;
@@ -349,6 +363,9 @@ impl RunConfig {
                 d.downscale
             ));
         }
+        if let Some(r) = d.rainy_downscale.filter(|r| *r == 0 || *r > 16) {
+            return Err(format!("data.rainy_downscale must be 1..=16, got {r}"));
+        }
         if d.stride == 0 {
             return Err("data.stride must be at least 1".into());
         }
@@ -377,6 +394,14 @@ impl RunConfig {
             min_scene_change: self.data.min_scene_change,
             downscale: self.data.downscale,
             progress: true,
+        }
+    }
+
+    /// The rainy footage's options: the clean footage's, at `data.rainy_downscale` if set.
+    fn rainy_footage_options(&self) -> FootageOptions {
+        FootageOptions {
+            downscale: self.data.rainy_downscale.unwrap_or(self.data.downscale),
+            ..self.footage_options()
         }
     }
 }
@@ -411,7 +436,7 @@ impl Data {
             Stage::Anlcl => {
                 let rainy = FramePool::load(
                     &cfg.data.rainy,
-                    cfg.footage_options(),
+                    cfg.rainy_footage_options(),
                     crop,
                     "rainy footage",
                 )?;
@@ -490,7 +515,7 @@ pub fn run(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<RunSummary, RunE
         if ckpt.exists() {
             return Err(RunError::RunExists(dir.to_owned()));
         }
-        match &cfg.run.init {
+        let mut t = match &cfg.run.init {
             Some(init) if super::import::is_model_path(init) => {
                 let t = Trainer::from_model(init, &cfg.train)?;
                 log::info!(
@@ -507,7 +532,15 @@ pub fn run(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<RunSummary, RunE
                 t
             }
             None => Trainer::new(&cfg.train)?,
+        };
+        if let Some(d) = &cfg.run.init_discriminator {
+            t.load_discriminator(d)?;
+            log::info!(
+                "discriminator and layer heads from {} (fresh D optimiser)",
+                d.display()
+            );
         }
+        t
     };
     imageio::write_file_atomic(&dir.join(CONFIG_FILE), cfg.to_toml()?.as_bytes())
         .map_err(io_err(dir))?;

@@ -35,6 +35,35 @@ pub struct TrainArgs {
     /// Shortcut for --set train.seed=N.
     #[arg(long)]
     seed: Option<u64>,
+    /// Clean footage (a folder of frames, a video, or a list file), replacing the config's
+    /// data.clean; repeatable. Relative to the working directory. With --rainy, points a
+    /// stage-2 config such as configs/fleet-anlcl.toml at a fleet's own dry drives.
+    #[arg(long, value_name = "PATH")]
+    clean: Vec<PathBuf>,
+    /// Rainy footage, replacing the config's data.rainy; repeatable. Relative to the working
+    /// directory: e.g. the same cameras' drives in rain.
+    #[arg(long, value_name = "PATH")]
+    rainy: Vec<PathBuf>,
+}
+
+/// `--set KEY=[...]` for a list of paths given on the command line: made absolute here, since
+/// the config resolves relative paths against its own folder, and checked to exist, so a typo
+/// fails before anything loads.
+#[cfg(feature = "train")]
+fn path_list_override(key: &str, paths: &[PathBuf]) -> Result<String> {
+    let mut list = toml::value::Array::new();
+    for p in paths {
+        if !p.exists() {
+            anyhow::bail!(
+                "--{}: {} does not exist",
+                key.rsplit('.').next().unwrap_or(key),
+                p.display()
+            );
+        }
+        let abs = std::path::absolute(p)?;
+        list.push(toml::Value::String(abs.to_string_lossy().into_owned()));
+    }
+    Ok(format!("{key}={}", toml::Value::Array(list)))
 }
 
 #[derive(clap::Args)]
@@ -91,6 +120,12 @@ pub fn train(args: TrainArgs) -> Result<()> {
     }
     if let Some(s) = args.seed {
         sets.push(format!("train.seed={s}"));
+    }
+    if !args.clean.is_empty() {
+        sets.push(path_list_override("data.clean", &args.clean)?);
+    }
+    if !args.rainy.is_empty() {
+        sets.push(path_list_override("data.rainy", &args.rainy)?);
     }
     let cfg = RunConfig::load(&args.config, &sets)?;
     let out = match args.out {
