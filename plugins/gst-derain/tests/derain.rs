@@ -291,22 +291,22 @@ fn affine_model_gives_expected_pixels() {
             "byte {i}: got {y}, want {want} from {x}"
         );
     }
-    // The rain level is the mean |output - input| over the frame, attached to the buffer.
+    // The rain level is the rain score of the input frame (not of the output: the network is no
+    // weather signal), attached to the buffer.
     let meta = gst::meta::CustomMeta::from_buffer(&out, gstderain_meta_name())
         .expect("rain-level meta attached");
     let level: f64 = meta
         .structure()
         .get("rain-level")
         .expect("rain-level field");
-    let mean: f64 = inb
-        .iter()
-        .zip(&got)
-        .map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs() / 255.0)
-        .sum::<f64>()
-        / inb.len() as f64;
+    let model = derain::rainscore::RainScoreModel::shipped().expect("shipped score");
+    let want = model.score(&derain::rainscore::Binned::from_fn(33, 17, |x, y| {
+        let i = 3 * (y * 33 + x);
+        [0, 1, 2].map(|c| f32::from(inb[i + c]) / 255.0)
+    }));
     assert!(
-        (level - mean).abs() < 0.03,
-        "rain level {level} vs mean {mean}"
+        (0.0..=1.0).contains(&level) && (level - want).abs() < 1e-12,
+        "rain level {level} vs the input's score {want}"
     );
 }
 
@@ -597,4 +597,375 @@ fn fixed_size_model_refuses_other_frame_sizes() {
     );
     let err = first_error(&derain_launch(&m, RGB_CAPS)).expect("64x48 is refused");
     assert!(err.contains("only takes input height 64"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dry-weather bypass (issue 16, item 1): the rain score, the hysteresis, bit-exact passthrough.
+
+const WEATHER_W: usize = 192;
+const WEATHER_H: usize = 128;
+
+/// A dry frame: smooth gradients, no thin structure.
+fn dry_rgb() -> Vec<u8> {
+    let (w, h) = (WEATHER_W, WEATHER_H);
+    let mut px = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
+            px.push((60.0 + 100.0 * fx) as u8);
+            px.push((70.0 + 80.0 * fy) as u8);
+            px.push((90.0 + 40.0 * fx * fy) as u8);
+        }
+    }
+    px
+}
+
+/// The same frame in rain: many bright, thin (2 px), near-vertical streaks of 16 to 40 rows,
+/// leaning one column every 8 rows, at pseudo-random places (a fixed LCG, so every run and
+/// every frame is the same).
+fn rainy_rgb() -> Vec<u8> {
+    let (w, h) = (WEATHER_W, WEATHER_H);
+    let mut px = dry_rgb();
+    let mut seed = 12345u32;
+    let mut next = |n: u32| {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        (seed >> 16) % n
+    };
+    for _ in 0..160 {
+        let (x0, y0, len) = (
+            next(w as u32) as usize,
+            next(h as u32) as usize,
+            16 + next(25),
+        );
+        for k in 0..len as usize {
+            let (x, y) = (x0 + k / 8, y0 + k);
+            if y >= h {
+                break;
+            }
+            for xx in [x, x + 1] {
+                if xx < w {
+                    for c in 0..3 {
+                        let v = &mut px[3 * (y * w + xx) + c];
+                        *v = v.saturating_add(90);
+                    }
+                }
+            }
+        }
+    }
+    px
+}
+
+fn weather_info() -> gst_video::VideoInfo {
+    video_info(
+        gst_video::VideoFormat::Rgb,
+        WEATHER_W as u32,
+        WEATHER_H as u32,
+    )
+}
+
+/// An RGB buffer for `weather_info()` holding `rgb`, stamped frame `i` of a 30 fps stream.
+fn rgb_buffer(rgb: &[u8], i: u64) -> gst::Buffer {
+    let info = weather_info();
+    let mut buf = gst::Buffer::with_size(info.size()).expect("buffer");
+    {
+        let b = buf.get_mut().expect("writable");
+        b.set_pts(gst::ClockTime::from_mseconds(33 * i));
+        b.set_duration(gst::ClockTime::from_mseconds(33));
+        let mut f = gst_video::VideoFrameRef::from_buffer_ref_writable(b, &info).expect("map");
+        let stride = f.plane_stride()[0] as usize;
+        let data = f.plane_data_mut(0).expect("plane");
+        let row = 3 * WEATHER_W;
+        for y in 0..WEATHER_H {
+            data[y * stride..][..row].copy_from_slice(&rgb[y * row..][..row]);
+        }
+    }
+    buf
+}
+
+fn rain_score_of(rgb: &[u8]) -> f64 {
+    let model = derain::rainscore::RainScoreModel::shipped().expect("shipped score");
+    let b = derain::rainscore::Binned::from_fn(WEATHER_W, WEATHER_H, |x, y| {
+        let i = 3 * (y * WEATHER_W + x);
+        [0, 1, 2].map(|c| f32::from(rgb[i + c]) / 255.0)
+    });
+    model.score(&b)
+}
+
+fn shipped_threshold() -> f64 {
+    derain::rainscore::RainScoreModel::shipped()
+        .expect("shipped score")
+        .threshold
+}
+
+/// A harness around a derain element running an affine fixture (every derained pixel differs
+/// from its input), with a bus to collect its messages.
+fn weather_harness(model: &std::path::Path, props: &[(&str, &str)]) -> (Harness, gst::Bus) {
+    let el = element(model);
+    for (k, v) in props {
+        el.set_property_from_str(k, v);
+    }
+    let bus = gst::Bus::new();
+    el.set_bus(Some(&bus));
+    let mut h = Harness::with_element(&el, Some("sink"), Some("src"));
+    h.set_src_caps(weather_info().to_caps().expect("caps"));
+    (h, bus)
+}
+
+fn affine_fixture() -> tempfile::NamedTempFile {
+    model_file(&fixtures::affine([0.5, 0.5, 0.5], [0.2, 0.2, 0.2]))
+}
+
+fn rain_level(buf: &gst::BufferRef) -> f64 {
+    gst::meta::CustomMeta::from_buffer(buf, gstderain_meta_name())
+        .expect("rain meta on every frame")
+        .structure()
+        .get("rain-level")
+        .expect("rain-level field")
+}
+
+fn all_bytes(buf: &gst::BufferRef) -> Vec<u8> {
+    buf.map_readable().expect("map").to_vec()
+}
+
+/// The `derain-weather` messages posted so far: (weather, score, running time).
+fn weather_messages(bus: &gst::Bus) -> Vec<(String, f64, Option<gst::ClockTime>)> {
+    let mut out = Vec::new();
+    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Element]) {
+        let Some(s) = msg.structure().filter(|s| s.name() == "derain-weather") else {
+            continue;
+        };
+        out.push((
+            s.get::<String>("weather").expect("weather"),
+            s.get::<f64>("score").expect("score"),
+            s.get::<Option<gst::ClockTime>>("running-time")
+                .expect("running-time"),
+        ));
+    }
+    out
+}
+
+#[test]
+fn rendered_frames_score_on_either_side_of_the_threshold() {
+    let (dry, rainy, t) = (
+        rain_score_of(&dry_rgb()),
+        rain_score_of(&rainy_rgb()),
+        shipped_threshold(),
+    );
+    assert!(
+        dry < t && rainy > t,
+        "dry {dry}, rainy {rainy}, threshold {t}"
+    );
+}
+
+/// Which of a dry ×6, rainy ×5, dry ×6 stream's frames the hysteresis (enter 2, leave 3, start
+/// in rain) passes through: frames 2–5 (dry reached on the third dry frame), 6 (the first rainy
+/// frame, still dry), 13–16 (dry again on the third dry frame after the rain).
+const WEATHER_SEQUENCE: [bool; 17] = [
+    false, false, false, false, false, false, true, true, true, true, true, false, false, false,
+    false, false, false,
+];
+const BYPASSED: [usize; 9] = [2, 3, 4, 5, 6, 13, 14, 15, 16];
+
+#[test]
+fn dry_frames_pass_bit_exact_and_the_mode_switches_at_the_hysteresis_points() {
+    init();
+    let model = affine_fixture();
+    let (mut h, bus) = weather_harness(
+        model.path(),
+        &[("bypass", "dry"), ("rain-enter", "2"), ("rain-leave", "3")],
+    );
+    let el = h.element().expect("element");
+    assert_eq!(el.property::<String>("weather"), "rain", "starts in rain");
+    let (dry, rainy) = (dry_rgb(), rainy_rgb());
+    let threshold = shipped_threshold();
+    for (i, &is_rainy) in WEATHER_SEQUENCE.iter().enumerate() {
+        let input = rgb_buffer(if is_rainy { &rainy } else { &dry }, i as u64);
+        let want = all_bytes(&input);
+        let data = input.map_readable().expect("map").as_ptr() as usize;
+        let out = h.push_and_pull(input).expect("a frame out");
+        let bypassed = BYPASSED.contains(&i);
+        if bypassed {
+            assert!(all_bytes(&out) == want, "frame {i}: bypass not bit-exact");
+            // Not a copy: the input's own memory leaves.
+            let out_data = out.map_readable().expect("map").as_ptr() as usize;
+            assert_eq!(out_data, data, "frame {i}: bypassed frame was copied");
+        } else {
+            assert!(all_bytes(&out) != want, "frame {i}: not derained");
+        }
+        assert_eq!(
+            out.pts(),
+            Some(gst::ClockTime::from_mseconds(33 * i as u64))
+        );
+        let level = rain_level(&out);
+        assert_eq!(level > threshold, is_rainy, "frame {i}: score {level}");
+    }
+    assert_eq!(el.property::<u64>("frames-bypassed"), BYPASSED.len() as u64);
+    assert_eq!(
+        el.property::<u64>("frames-processed"),
+        (WEATHER_SEQUENCE.len() - BYPASSED.len()) as u64
+    );
+    assert_eq!(el.property::<String>("weather"), "dry");
+    let last: f64 = el.property("last-rain-level");
+    assert!(last < threshold, "{last}");
+    let got = weather_messages(&bus);
+    let at = |i: u64| Some(gst::ClockTime::from_mseconds(33 * i));
+    let kinds: Vec<(&str, Option<gst::ClockTime>)> =
+        got.iter().map(|(w, _, t)| (w.as_str(), *t)).collect();
+    assert_eq!(kinds, [("dry", at(2)), ("rain", at(7)), ("dry", at(13))]);
+    for (weather, score, _) in &got {
+        assert_eq!(
+            weather == "rain",
+            *score > threshold,
+            "{weather} at {score}"
+        );
+    }
+    // A discontinuity starts the hysteresis over, in rain: the next dry frames are derained until
+    // rain-leave of them have been seen.
+    for k in 0..4u64 {
+        let mut input = rgb_buffer(&dry, 100 + k);
+        if k == 0 {
+            input
+                .get_mut()
+                .expect("writable")
+                .set_flags(gst::BufferFlags::DISCONT);
+        }
+        let want = all_bytes(&input);
+        let out = h.push_and_pull(input).expect("frame");
+        assert_eq!(
+            all_bytes(&out) == want,
+            k >= 2,
+            "frame {k} after the discontinuity"
+        );
+    }
+    let kinds: Vec<String> = weather_messages(&bus).into_iter().map(|m| m.0).collect();
+    assert_eq!(kinds, ["rain", "dry"]);
+
+    // So does a flush.
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+    assert!(h.push_event(gst::event::Segment::new(&segment)));
+    for k in 0..3u64 {
+        let input = rgb_buffer(&dry, k);
+        let want = all_bytes(&input);
+        let out = h.push_and_pull(input).expect("frame");
+        assert_eq!(all_bytes(&out) == want, k >= 2, "frame {k} after the flush");
+    }
+    let got = weather_messages(&bus);
+    let kinds: Vec<(&str, Option<gst::ClockTime>)> =
+        got.iter().map(|(w, _, t)| (w.as_str(), *t)).collect();
+    assert_eq!(kinds, [("rain", at(0)), ("dry", at(2))]);
+    assert_eq!(el.property::<u64>("frames-bypassed"), 9 + 2 + 1);
+}
+
+#[test]
+fn stats_message_carries_bypass_counter_and_weather() {
+    init();
+    let model = affine_fixture();
+    let (mut h, bus) = weather_harness(
+        model.path(),
+        &[
+            ("bypass", "dry"),
+            ("rain-leave", "1"),
+            // The first frame's statistics are always due.
+            ("stats-interval", "1000"),
+        ],
+    );
+    h.push_and_pull(rgb_buffer(&dry_rgb(), 0)).expect("frame");
+    let mut stats = None;
+    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Element]) {
+        if let Some(s) = msg.structure().filter(|s| s.name() == "derain-stats") {
+            stats = Some(s.to_owned());
+            break;
+        }
+    }
+    let s = stats.expect("a derain-stats message");
+    // Frame 0 reaches dry (rain-leave 1) and is bypassed.
+    assert_eq!(s.get::<String>("weather").expect("weather"), "dry");
+    assert_eq!(s.get::<u64>("frames-bypassed").expect("frames-bypassed"), 1);
+    assert_eq!(
+        s.get::<u64>("frames-processed").expect("frames-processed"),
+        0
+    );
+    // No frame went through the network, yet the LATENCY answer is the network's delay (from the
+    // warm-up at the caps' size): a bypassed frame is not timed, so rain does not find the
+    // pipeline's latency too small.
+    let el = h.element().expect("element");
+    assert!(el.property::<u64>("latency") > 0);
+}
+
+#[test]
+fn score_interval_reuses_the_last_score() {
+    init();
+    let model = affine_fixture();
+    let (mut h, _bus) = weather_harness(model.path(), &[("score-interval", "3")]);
+    let (dry, rainy) = (dry_rgb(), rainy_rgb());
+    // Scored: frames 0 (rainy) and 3 (dry); frames 1 and 2 (dry) carry frame 0's score.
+    let levels: Vec<f64> = [&rainy, &dry, &dry, &dry]
+        .iter()
+        .enumerate()
+        .map(|(i, rgb)| rain_level(&h.push_and_pull(rgb_buffer(rgb, i as u64)).expect("frame")))
+        .collect();
+    let t = shipped_threshold();
+    assert!(levels[0] > t && levels[3] < t, "{levels:?}");
+    assert_eq!(levels[1], levels[0]);
+    assert_eq!(levels[2], levels[0]);
+}
+
+#[test]
+fn weather_settings_out_of_range_are_rejected() {
+    init();
+    let model = affine_fixture();
+    let el = element(model.path());
+    for (name, bad) in [
+        ("rain-enter", 0u32.to_value()),
+        ("rain-leave", 0u32.to_value()),
+        ("score-interval", 0u32.to_value()),
+        ("rain-threshold", 1.5f64.to_value()),
+        ("rain-threshold", (-0.1f64).to_value()),
+    ] {
+        // GLib validates against the param spec: an out-of-range value is refused (glib-rs
+        // panics rather than let it through), the property keeps its value.
+        let before = el.property_value(name);
+        let set = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            el.set_property_from_value(name, &bad)
+        }));
+        assert!(set.is_err(), "{name}={bad:?} was set");
+        assert_eq!(
+            format!("{:?}", el.property_value(name)),
+            format!("{before:?}"),
+            "{name} changed"
+        );
+    }
+    assert_eq!(el.property::<u32>("rain-enter"), 3);
+    assert_eq!(el.property::<u32>("rain-leave"), 30);
+    assert_eq!(el.property::<f64>("rain-threshold"), shipped_threshold());
+}
+
+#[test]
+fn bypass_never_runs_the_network_on_every_frame() {
+    init();
+    let model = affine_fixture();
+    let (mut h, bus) = weather_harness(model.path(), &[("rain-enter", "2"), ("rain-leave", "3")]);
+    let el = h.element().expect("element");
+    let default =
+        gst::glib::EnumValue::from_value(&el.property_value("bypass")).map(|(_, v)| v.nick());
+    assert_eq!(default, Some("never"), "bypass defaults to never");
+    let (dry, rainy) = (dry_rgb(), rainy_rgb());
+    for (i, &is_rainy) in WEATHER_SEQUENCE.iter().enumerate() {
+        let input = rgb_buffer(if is_rainy { &rainy } else { &dry }, i as u64);
+        let want = all_bytes(&input);
+        let out = h.push_and_pull(input).expect("frame");
+        assert!(all_bytes(&out) != want, "frame {i} passed through");
+    }
+    assert_eq!(el.property::<u64>("frames-bypassed"), 0);
+    assert_eq!(
+        el.property::<u64>("frames-processed"),
+        WEATHER_SEQUENCE.len() as u64
+    );
+    // The weather is still followed (and announced): only the network is not skipped.
+    let kinds: Vec<String> = weather_messages(&bus).into_iter().map(|m| m.0).collect();
+    assert_eq!(kinds, ["dry", "rain", "dry"]);
+    // The LATENCY answer is the processing delay in either mode.
+    assert!(el.property::<u64>("latency") > 0);
 }

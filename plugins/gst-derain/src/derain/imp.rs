@@ -3,7 +3,11 @@
  *
  * Removes rain streaks and rain veil from raw video frames with an image-to-image generator run
  * through ONNX Runtime (TensorRT or CUDA on an NVIDIA GPU, the CPU otherwise). Frames leave in the
- * format they came in, with timestamps, flags and metas kept; each carries its rain level.
+ * format they came in, with timestamps, flags and metas kept; each carries its rain score.
+ *
+ * With `bypass=dry` the element passes frames through untouched (the input buffer itself, the
+ * network not run) while its rain score says the weather is dry, and derains while it rains;
+ * `rain-enter` and `rain-leave` give the hysteresis that keeps the mode from flapping.
  *
  * ## Example launch line
  * |[
@@ -18,16 +22,19 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::prelude::*;
+use gst_base::subclass::base_transform::GenerateOutputSuccess;
 use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
 use derain::frame::{self, FrameLayout, PixelFormat, YuvColorimetry, YuvMatrix};
 use derain::model::Model;
+use derain::rainscore::RainScoreModel;
 use derain::runtime::{self, Generator, SessionOptions};
 
 use super::latency::LatencyEstimate;
-use super::{DropPolicy, Provider, RAIN_META_NAME};
+use super::weather::{self, Hysteresis};
+use super::{Bypass, DropPolicy, Provider, RAIN_META_NAME};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -47,8 +54,14 @@ const TIMING_WINDOW: usize = 1000;
 /// 12 bytes a pixel (800 MB here); caps beyond this come from corrupt streams, not cameras, and
 /// allocating for them would abort the process.
 const MAX_PIXELS: usize = 8192 * 8192;
-/// The rain level samples every n-th row and column: plenty for a mean, and cheap.
-const RAIN_LEVEL_STEP: usize = 4;
+/// The shipped rain score model (embedded in the library), parsed once.
+static SCORE_MODEL: LazyLock<Result<RainScoreModel, String>> =
+    LazyLock::new(|| RainScoreModel::shipped().map_err(|e| e.to_string()));
+
+/// The default `rain-threshold`: the shipped score model's.
+fn default_rain_threshold() -> f64 {
+    SCORE_MODEL.as_ref().map_or(0.5, |m| m.threshold)
+}
 
 /// Formats in and out (the same format leaves as came in).
 const FORMATS: [gst_video::VideoFormat; 12] = [
@@ -112,6 +125,11 @@ struct Settings {
     max_lateness_ms: u32,
     stats_interval_ms: u32,
     rain_level: bool,
+    bypass: Bypass,
+    rain_threshold: f64,
+    rain_enter: u32,
+    rain_leave: u32,
+    score_interval: u32,
 }
 
 impl Default for Settings {
@@ -128,6 +146,11 @@ impl Default for Settings {
             max_lateness_ms: DEFAULT_MAX_LATENESS_MS,
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
             rain_level: true,
+            bypass: Bypass::Never,
+            rain_threshold: default_rain_threshold(),
+            rain_enter: weather::DEFAULT_RAIN_ENTER,
+            rain_leave: weather::DEFAULT_RAIN_LEAVE,
+            score_interval: weather::DEFAULT_SCORE_INTERVAL,
         }
     }
 }
@@ -139,6 +162,8 @@ struct Stats {
     frames_processed: u64,
     frames_dropped: u64,
     frames_passed: u64,
+    /// Frames passed through untouched because the weather was dry (bypass=dry).
+    frames_bypassed: u64,
     /// Live frames older than max-lateness that were processed anyway (drop-policy=never).
     frames_late: u64,
     /// Whether the bus has been warned that processing cannot keep up (once per start).
@@ -161,7 +186,14 @@ struct Stats {
     /// live pipeline that drops or passes late frames (a frame may arrive that late and still be
     /// processed).
     latency: gst::ClockTime,
+    /// The last rain score (what `rain-level` carries), reused between scored frames.
     last_rain_level: f64,
+    /// The weather mode and its hysteresis (tracked with either `bypass` setting).
+    weather: Hysteresis,
+    /// Frames still to pass before the next is scored (0: score the next one).
+    until_score: u32,
+    /// A flush, caps change or new stream happened: the next frame starts the hysteresis over.
+    reset_pending: bool,
     last_post: Option<Instant>,
 }
 
@@ -205,11 +237,13 @@ impl Stats {
             .field("frames-processed", self.frames_processed)
             .field("frames-dropped", self.frames_dropped)
             .field("frames-passed", self.frames_passed)
+            .field("frames-bypassed", self.frames_bypassed)
             .field("frames-late", self.frames_late)
             .field("inference-mean-ms", self.mean_ms())
             .field("inference-p99-ms", self.p99_ms())
             .field("latency-ms", self.latency.nseconds() as f64 / 1e6)
             .field("rain-level", self.last_rain_level)
+            .field("weather", weather::weather_name(self.weather.raining))
             .field("active-provider", self.active_provider.as_str())
             .build()
     }
@@ -243,6 +277,15 @@ struct State {
     live: Option<bool>,
     /// Frames cross to the GPU once and are converted there (`cuda` feature, GPU provider).
     gpu_frames: bool,
+    score_model: RainScoreModel,
+}
+
+/// What the rain score says about one input frame (see `Derain::weigh`).
+struct Verdict {
+    score: f64,
+    bypass: bool,
+    /// The `derain-weather` message when this frame changed the mode.
+    message: Option<gst::Message>,
 }
 
 #[derive(Default)]
@@ -343,6 +386,121 @@ impl Derain {
         clock.time().checked_sub(base)?.checked_sub(running_time)
     }
 
+    /// The running time of `buf` in the current segment.
+    fn running_time(&self, buf: &gst::BufferRef) -> Option<gst::ClockTime> {
+        let segment = self.obj().segment();
+        segment
+            .downcast_ref::<gst::ClockTime>()?
+            .to_running_time(buf.pts())
+    }
+
+    /// Scores `inbuf` when a score is due (else the last score stands), steps the weather
+    /// hysteresis with it, and says whether the frame bypasses the network. Cheap: the score
+    /// reads the input planes 2x2-binned, the network is not involved.
+    fn weigh(&self, inbuf: &gst::BufferRef) -> Result<Verdict, gst::FlowError> {
+        let (bypass, threshold, enter, leave, interval) = {
+            let s = lock(&self.settings);
+            (
+                s.bypass,
+                s.rain_threshold,
+                s.rain_enter,
+                s.rain_leave,
+                s.score_interval.max(1),
+            )
+        };
+        // A discontinuity, flush, caps change or new stream: what was seen before says nothing
+        // about these frames, so the hysteresis starts over (in rain) and this frame is scored.
+        let discont = inbuf.flags().contains(gst::BufferFlags::DISCONT);
+        let (was_raining, due) = {
+            let mut st = lock(&self.stats);
+            let was_raining = st.weather.raining;
+            if discont || std::mem::take(&mut st.reset_pending) {
+                st.weather = Hysteresis::default();
+                st.until_score = 0;
+            }
+            let due = st.until_score == 0;
+            st.until_score = if due {
+                interval - 1
+            } else {
+                st.until_score - 1
+            };
+            (was_raining, due)
+        };
+        let score = if due { self.score(inbuf)? } else { None };
+
+        let mut st = lock(&self.stats);
+        if let Some(score) = score {
+            st.last_rain_level = score;
+            st.weather.observe(score > threshold, enter, leave);
+        }
+        let raining = st.weather.raining;
+        let score = st.last_rain_level;
+        drop(st);
+        let message = (raining != was_raining).then(|| {
+            let running_time = self.running_time(inbuf);
+            gst::info!(
+                CAT,
+                imp = self,
+                "weather now {} (score {score:.3}, threshold {threshold}) at running time {}",
+                weather::weather_name(raining),
+                running_time.display()
+            );
+            gst::message::Element::builder(
+                gst::Structure::builder("derain-weather")
+                    .field("weather", weather::weather_name(raining))
+                    .field("score", score)
+                    .field("running-time", running_time)
+                    .build(),
+            )
+            .src(&*self.obj())
+            .build()
+        });
+        Ok(Verdict {
+            score,
+            bypass: bypass == Bypass::Dry && !raining,
+            message,
+        })
+    }
+
+    /// The rain score of one input frame, from its planes 2x2-binned; `None` (the last score
+    /// stands) for a frame whose planes do not fit the caps.
+    fn score(&self, inbuf: &gst::BufferRef) -> Result<Option<f64>, gst::FlowError> {
+        let guard = lock(&self.state);
+        let state = guard.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
+        let (Some(layout), Some(info)) = (state.layout, state.info.as_ref()) else {
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        let frame =
+            gst_video::VideoFrameRef::from_buffer_ref_readable(inbuf, info).map_err(|_| {
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Failed,
+                    ["Failed to map input buffer"]
+                );
+                gst::FlowError::Error
+            })?;
+        let layout = FrameLayout {
+            strides: strides(&frame),
+            ..layout
+        };
+        let planes = frame.planes_data();
+        let n = layout.format.n_planes();
+        let Some(binned) = weather::binned_from_planes(&layout, &planes[..n]) else {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "input planes do not fit the caps: score kept"
+            );
+            return Ok(None);
+        };
+        Ok(Some(state.score_model.score(&binned)))
+    }
+
+    /// Posts `message`; fails only without a bus (element outside a pipeline): nobody to tell.
+    fn post(&self, message: gst::Message) {
+        let _ = self.obj().post_message(message);
+    }
+
     /// The drop policy and max-lateness, as set now.
     fn lateness_settings(&self) -> (DropPolicy, gst::ClockTime) {
         let s = lock(&self.settings);
@@ -360,14 +518,13 @@ impl Derain {
         sinkpad.peer_query(&mut q) && q.result().0
     }
 
-    /// Converts, runs and converts back one frame; returns the rain level.
+    /// Converts, runs and converts back one frame.
     fn process(
         &self,
         state: &mut State,
         inbuf: &gst::Buffer,
         outbuf: &mut gst::BufferRef,
-        want_rain_level: bool,
-    ) -> Result<f64, gst::FlowError> {
+    ) -> Result<(), gst::FlowError> {
         let (Some(layout), Some(info)) = (state.layout, state.info.as_ref()) else {
             return Err(gst::FlowError::NotNegotiated);
         };
@@ -401,7 +558,7 @@ impl Derain {
         let planes = inframe.planes_data();
         if state.gpu_frames {
             let mut out_planes = outframe.planes_data_mut();
-            let step = want_rain_level.then_some(RAIN_LEVEL_STEP);
+            // No rain level from the network: the rain score comes from the input (`weigh`).
             return state
                 .generator
                 .run_frame_gpu(
@@ -409,8 +566,9 @@ impl Derain {
                     &planes[..n],
                     &out_layout,
                     &mut out_planes[..n],
-                    step,
+                    None,
                 )
+                .map(|_| ())
                 .map_err(|e| {
                     gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", e]);
                     gst::FlowError::Error
@@ -433,19 +591,12 @@ impl Derain {
                 .copy(&mut outframe)
                 .map_err(|_| gst::FlowError::Error)?;
         }
-        let input = &state.tensor;
-        let (w, h) = (layout.width, layout.height);
-        let result = state.generator.run(input, hp, wp, |out| {
-            let level = if want_rain_level {
-                runtime::mean_abs_diff(input, out, hp, wp, h, w, RAIN_LEVEL_STEP)
-            } else {
-                0.0
-            };
+        let result = state.generator.run(&state.tensor, hp, wp, |out| {
             let mut out_planes = outframe.planes_data_mut();
-            frame::tensor_to_frame(out, hp, wp, &out_layout, &mut out_planes[..n]).map(|()| level)
+            frame::tensor_to_frame(out, hp, wp, &out_layout, &mut out_planes[..n])
         });
         match result {
-            Ok(Ok(level)) => Ok(level),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 gst::element_imp_error!(self, gst::StreamError::Format, ["{}", e]);
                 Err(gst::FlowError::Error)
@@ -593,8 +744,42 @@ impl ObjectImpl for Derain {
                     .build(),
                 glib::ParamSpecBoolean::builder("rain-level")
                     .nick("Attach rain level")
-                    .blurb("Attach a GstDerainRainMeta with 'rain-level' (mean |input - output|, 0..1) to every frame")
+                    .blurb("Attach a GstDerainRainMeta with 'rain-level' (the input frame's rain score, 0..1; above rain-threshold is rainy) to every frame, derained or bypassed")
                     .default_value(true)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("bypass", Bypass::Never)
+                    .nick("Dry-weather bypass")
+                    .blurb("never: run the network on every frame; dry: while the weather is dry (see rain-threshold, rain-enter, rain-leave) pass frames through untouched without running the network. Default never while the shipped rain score is not trustworthy (ROC AUC 0.92); it becomes dry once one is")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("rain-threshold")
+                    .nick("Rain threshold")
+                    .blurb("A frame whose rain score is above this counts as rainy (0..1; default: the shipped score model's threshold; 1 = always dry)")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(default_rain_threshold())
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("rain-enter")
+                    .nick("Frames to enter rain")
+                    .blurb("The weather turns rain after this many consecutive scored frames above rain-threshold (at least 1)")
+                    .minimum(1)
+                    .default_value(weather::DEFAULT_RAIN_ENTER)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("rain-leave")
+                    .nick("Frames to leave rain")
+                    .blurb("The weather turns dry after this many consecutive scored frames at or below rain-threshold (at least 1; larger than rain-enter: leaving rain late is the safe side)")
+                    .minimum(1)
+                    .default_value(weather::DEFAULT_RAIN_LEAVE)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("score-interval")
+                    .nick("Rain score interval")
+                    .blurb("Compute the rain score on every n-th frame (at least 1); frames in between reuse the last score")
+                    .minimum(1)
+                    .default_value(weather::DEFAULT_SCORE_INTERVAL)
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecString::builder("active-provider")
@@ -622,6 +807,17 @@ impl ObjectImpl for Derain {
                     .blurb("Late frames pushed unprocessed (drop-policy=pass-late) since start")
                     .read_only()
                     .build(),
+                glib::ParamSpecUInt64::builder("frames-bypassed")
+                    .nick("Frames bypassed")
+                    .blurb("Dry frames passed through untouched without the network (bypass=dry) since start")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecString::builder("weather")
+                    .nick("Weather")
+                    .blurb("The weather mode after the hysteresis: rain or dry (tracked with either bypass setting; starts in rain, and restarts there with the first frame after a flush, caps change, new stream or discontinuity)")
+                    .default_value(Some(weather::weather_name(weather::START_RAINING)))
+                    .read_only()
+                    .build(),
                 glib::ParamSpecUInt64::builder("frames-late")
                     .nick("Late frames processed")
                     .blurb("Live frames older than max-lateness processed anyway (drop-policy=never) since start; when it grows, latency grows: consider drop-late")
@@ -644,7 +840,7 @@ impl ObjectImpl for Derain {
                     .build(),
                 glib::ParamSpecDouble::builder("last-rain-level")
                     .nick("Last rain level")
-                    .blurb("Rain level of the last processed frame (mean |input - output|, 0..1)")
+                    .blurb("The last rain score (0..1, from the input frame, in both modes), as the rain meta carries it")
                     .read_only()
                     .build(),
             ]
@@ -687,6 +883,15 @@ impl ObjectImpl for Derain {
                 s.stats_interval_ms = value.get().unwrap_or(DEFAULT_STATS_INTERVAL_MS)
             }
             "rain-level" => s.rain_level = value.get().unwrap_or(true),
+            "bypass" => s.bypass = value.get().unwrap_or_default(),
+            "rain-threshold" => {
+                s.rain_threshold = value.get().unwrap_or_else(|_| default_rain_threshold())
+            }
+            "rain-enter" => s.rain_enter = value.get().unwrap_or(weather::DEFAULT_RAIN_ENTER),
+            "rain-leave" => s.rain_leave = value.get().unwrap_or(weather::DEFAULT_RAIN_LEAVE),
+            "score-interval" => {
+                s.score_interval = value.get().unwrap_or(weather::DEFAULT_SCORE_INTERVAL)
+            }
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
         if matches!(pspec.name(), "drop-policy" | "max-lateness") {
@@ -719,6 +924,11 @@ impl ObjectImpl for Derain {
             "max-lateness" => s.max_lateness_ms.to_value(),
             "stats-interval" => s.stats_interval_ms.to_value(),
             "rain-level" => s.rain_level.to_value(),
+            "bypass" => s.bypass.to_value(),
+            "rain-threshold" => s.rain_threshold.to_value(),
+            "rain-enter" => s.rain_enter.to_value(),
+            "rain-leave" => s.rain_leave.to_value(),
+            "score-interval" => s.score_interval.to_value(),
             name => {
                 drop(s);
                 let st = lock(&self.stats);
@@ -729,6 +939,8 @@ impl ObjectImpl for Derain {
                     "frames-dropped" => st.frames_dropped.to_value(),
                     "frames-passed" => st.frames_passed.to_value(),
                     "frames-late" => st.frames_late.to_value(),
+                    "frames-bypassed" => st.frames_bypassed.to_value(),
+                    "weather" => weather::weather_name(st.weather.raining).to_value(),
                     "inference-mean-ms" => st.mean_ms().to_value(),
                     "inference-p99-ms" => st.p99_ms().to_value(),
                     "latency" => st.latency.nseconds().to_value(),
@@ -784,6 +996,9 @@ impl BaseTransformImpl for Derain {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
+        let score_model = SCORE_MODEL.as_ref().map_err(|e| {
+            gst::error_msg!(gst::LibraryError::Init, ["the embedded rain score: {}", e])
+        })?;
         let (model, mut generator) = self.load(&settings)?;
         let gpu_frames = match generator.use_gpu_frames() {
             Ok(true) => {
@@ -821,6 +1036,7 @@ impl BaseTransformImpl for Derain {
             tensor: Vec::new(),
             live: None,
             gpu_frames,
+            score_model: score_model.clone(),
         });
         Ok(())
     }
@@ -907,8 +1123,15 @@ impl BaseTransformImpl for Derain {
                     return Ok(gst_base::BASE_TRANSFORM_FLOW_DROPPED);
                 }
                 DropPolicy::PassLate => {
-                    lock(&self.stats).frames_passed += 1;
+                    let score = {
+                        let mut stats = lock(&self.stats);
+                        stats.frames_passed += 1;
+                        stats.last_rain_level
+                    };
                     copy_frame(state, inbuf, outbuf)?;
+                    if want_level {
+                        attach_score(outbuf, score);
+                    }
                     return Ok(gst::FlowSuccess::Ok);
                 }
                 DropPolicy::Never => self.note_late_frame(age, max_lateness),
@@ -916,16 +1139,18 @@ impl BaseTransformImpl for Derain {
         }
 
         let started = Instant::now();
-        let level = self.process(state, inbuf, outbuf, want_level)?;
+        self.process(state, inbuf, outbuf)?;
         let elapsed = started.elapsed();
         drop(state_guard);
 
-        if want_level && let Ok(mut meta) = gst::meta::CustomMeta::add(outbuf, RAIN_META_NAME) {
-            meta.mut_structure().set("rain-level", level);
-        }
         let mut stats = lock(&self.stats);
+        if want_level {
+            // The score `generate_output` computed for this frame before handing it here.
+            attach_score(outbuf, stats.last_rain_level);
+        }
         stats.frames_processed += 1;
-        stats.last_rain_level = level;
+        // Only frames that went through the network are timed: bypassed frames leave the
+        // processing delay, and so the LATENCY answer, at what a frame costs while it rains.
         stats.record(elapsed.as_secs_f64());
         let p99 = Duration::from_secs_f64(stats.p99_ms() / 1e3);
         let samples = stats.times.len();
@@ -943,6 +1168,44 @@ impl BaseTransformImpl for Derain {
         Ok(gst::FlowSuccess::Ok)
     }
 
+    fn generate_output(&self) -> Result<GenerateOutputSuccess, gst::FlowError> {
+        // The default path (prepare an output buffer, then `transform`) for raining frames; a
+        // dry frame with bypass=dry leaves as the input buffer itself: bit-exact, zero-copy, and
+        // the network not run.
+        let Some(inbuf) = self.queued_buffer() else {
+            return self.parent_generate_output();
+        };
+        let verdict = self.weigh(inbuf.as_ref())?;
+        drop(inbuf);
+        if let Some(message) = verdict.message {
+            self.post(message);
+        }
+        if !verdict.bypass {
+            return self.parent_generate_output();
+        }
+        let Some(mut buf) = self.take_queued_buffer() else {
+            return Ok(GenerateOutputSuccess::NoOutput);
+        };
+        let (want_level, interval) = {
+            let s = lock(&self.settings);
+            (s.rain_level, s.stats_interval_ms)
+        };
+        if want_level {
+            // Writable without a copy unless upstream still holds the buffer; then only the
+            // buffer is copied, its memory is shared, the pixels untouched.
+            attach_score(buf.make_mut(), verdict.score);
+        }
+        let mut stats = lock(&self.stats);
+        stats.frames_in += 1;
+        stats.frames_bypassed += 1;
+        let message = self.stats_message_due(&mut stats, interval);
+        drop(stats);
+        if let Some(message) = message {
+            self.post(message);
+        }
+        Ok(GenerateOutputSuccess::Buffer(buf))
+    }
+
     fn transform_meta<'a>(
         &self,
         _outbuf: &mut gst::BufferRef,
@@ -955,12 +1218,24 @@ impl BaseTransformImpl for Derain {
     }
 
     fn sink_event(&self, event: gst::Event) -> bool {
-        if let gst::EventView::StreamStart(_) = event.view()
-            && let Some(state) = lock(&self.state).as_mut()
-        {
-            state.live = None;
+        match event.view() {
+            gst::EventView::StreamStart(_) => {
+                if let Some(state) = lock(&self.state).as_mut() {
+                    state.live = None;
+                }
+                lock(&self.stats).reset_pending = true;
+            }
+            gst::EventView::FlushStop(_) => lock(&self.stats).reset_pending = true,
+            _ => {}
         }
         self.parent_sink_event(event)
+    }
+}
+
+/// Attaches the rain score as the `GstDerainRainMeta`'s `rain-level`.
+fn attach_score(buf: &mut gst::BufferRef, score: f64) {
+    if let Ok(mut meta) = gst::meta::CustomMeta::add(buf, RAIN_META_NAME) {
+        meta.mut_structure().set("rain-level", score);
     }
 }
 
@@ -1050,6 +1325,8 @@ impl VideoFilterImpl for Derain {
         );
         state.layout = Some(layout);
         state.info = Some(in_info.clone());
+        // New caps: the weather hysteresis starts over with the next frame.
+        lock(&self.stats).reset_pending = true;
         gst::info!(
             CAT,
             imp = self,
