@@ -171,8 +171,8 @@ struct Stats {
     active_provider: String,
     /// Whether frames are converted on the GPU (see `State::gpu_frames`).
     gpu_frames: bool,
-    /// Seconds per processed frame (conversion and inference), the last TIMING_WINDOW of them at
-    /// the current frame size.
+    /// Seconds per processed frame (rain score, conversion and inference), the last TIMING_WINDOW
+    /// of them at the current frame size.
     times: VecDeque<f64>,
     time_sum: f64,
     time_count: u64,
@@ -194,6 +194,9 @@ struct Stats {
     until_score: u32,
     /// A flush, caps change or new stream happened: the next frame starts the hysteresis over.
     reset_pending: bool,
+    /// How long scoring the frame now in hand took: part of its processing time if it goes
+    /// through the network.
+    score_time: Duration,
     last_post: Option<Instant>,
 }
 
@@ -426,9 +429,11 @@ impl Derain {
             };
             (was_raining, due)
         };
+        let started = Instant::now();
         let score = if due { self.score(inbuf)? } else { None };
 
         let mut st = lock(&self.stats);
+        st.score_time = started.elapsed();
         if let Some(score) = score {
             st.last_rain_level = score;
             st.weather.observe(score > threshold, enter, leave);
@@ -825,7 +830,7 @@ impl ObjectImpl for Derain {
                     .build(),
                 glib::ParamSpecDouble::builder("inference-mean-ms")
                     .nick("Mean processing time (ms)")
-                    .blurb("Mean time per processed frame, conversion and inference, since start")
+                    .blurb("Mean time per processed frame (rain score, conversion and inference) since start")
                     .read_only()
                     .build(),
                 glib::ParamSpecDouble::builder("inference-p99-ms")
@@ -1140,10 +1145,12 @@ impl BaseTransformImpl for Derain {
 
         let started = Instant::now();
         self.process(state, inbuf, outbuf)?;
-        let elapsed = started.elapsed();
+        let mut elapsed = started.elapsed();
         drop(state_guard);
 
         let mut stats = lock(&self.stats);
+        // The frame's rain score is part of what a raining frame costs.
+        elapsed += std::mem::take(&mut stats.score_time);
         if want_level {
             // The score `generate_output` computed for this frame before handing it here.
             attach_score(outbuf, stats.last_rain_level);

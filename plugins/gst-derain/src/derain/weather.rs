@@ -67,46 +67,73 @@ impl Hysteresis {
 }
 
 /// 2×2-binned RGB (values in [0, 1]) of a frame given by its planes, as
-/// [`Binned::from_chw`] would give from the network's input tensor, without converting the
-/// whole frame to floats. RGB formats give the same values exactly; YUV formats are decoded with
-/// the frame's matrix and range (the same formulas as the tensor conversion, to float rounding).
+/// [`Binned::from_chw`] would give from the network's input tensor (to float rounding), without
+/// converting the whole frame to floats: a pass over the bytes, row pair by row pair. YUV
+/// formats are decoded with the frame's matrix and range (the tensor conversion's formulas); a
+/// 2×2 block shares one chroma sample in 4:2:0, so it is looked up once per binned pixel.
 pub fn binned_from_planes(layout: &FrameLayout, planes: &[&[u8]]) -> Option<Binned> {
     let (w, h) = (layout.width, layout.height);
     layout.check_planes(planes).ok()?;
+    let (bw, bh) = (w / 2, h / 2);
     let s = layout.strides;
-    let binned = match layout.format {
+    let mut rgb = Vec::with_capacity(bw * bh * 3);
+    match layout.format {
         PixelFormat::I420 | PixelFormat::Nv12 => {
             let t = YuvTables::new(layout);
             let y = planes[0];
-            if layout.format == PixelFormat::I420 {
-                let (u, v) = (planes[1], planes[2]);
-                Binned::from_fn(w, h, |x, r| {
-                    let c = (r / 2, x / 2);
-                    t.rgb(y[r * s[0] + x], u[c.0 * s[1] + c.1], v[c.0 * s[2] + c.1])
-                })
-            } else {
-                let uv = planes[1];
-                Binned::from_fn(w, h, |x, r| {
-                    let i = r / 2 * s[1] + 2 * (x / 2);
-                    t.rgb(y[r * s[0] + x], uv[i], uv[i + 1])
-                })
+            for by in 0..bh {
+                let y0 = &y[2 * by * s[0]..][..2 * bw];
+                let y1 = &y[(2 * by + 1) * s[0]..][..2 * bw];
+                let mut push = |k: usize, u: u8, v: u8| {
+                    let (cr, cg, cb) = t.chroma(u, v);
+                    let luma = [y0[2 * k], y0[2 * k + 1], y1[2 * k], y1[2 * k + 1]]
+                        .map(|b| t.y[usize::from(b)]);
+                    let mean = |c: f32, sign: f32| {
+                        let [a, b, c2, d] = luma.map(|l| (l + sign * c).clamp(0.0, 1.0));
+                        0.25 * (a + b + c2 + d)
+                    };
+                    rgb.extend_from_slice(&[mean(cr, 1.0), mean(cg, -1.0), mean(cb, 1.0)]);
+                };
+                if layout.format == PixelFormat::I420 {
+                    let u = &planes[1][by * s[1]..][..bw];
+                    let v = &planes[2][by * s[2]..][..bw];
+                    for k in 0..bw {
+                        push(k, u[k], v[k]);
+                    }
+                } else {
+                    let uv = &planes[1][by * s[1]..][..2 * bw];
+                    for k in 0..bw {
+                        push(k, uv[2 * k], uv[2 * k + 1]);
+                    }
+                }
             }
         }
         format => {
             let bpp = format.bytes_per_pixel()?;
             let [ro, go, bo] = format.rgb_offsets()?;
             let p = planes[0];
-            Binned::from_fn(w, h, |x, r| {
-                let i = r * s[0] + x * bpp;
-                [
-                    f32::from(p[i + ro]) / 255.0,
-                    f32::from(p[i + go]) / 255.0,
-                    f32::from(p[i + bo]) / 255.0,
-                ]
-            })
+            // The mean of four bytes over 255, in one multiplication.
+            const SCALE: f32 = 1.0 / (4.0 * 255.0);
+            for by in 0..bh {
+                let r0 = &p[2 * by * s[0]..][..2 * bw * bpp];
+                let r1 = &p[(2 * by + 1) * s[0]..][..2 * bw * bpp];
+                for (a, b) in r0.chunks_exact(2 * bpp).zip(r1.chunks_exact(2 * bpp)) {
+                    for o in [ro, go, bo] {
+                        let sum = u16::from(a[o])
+                            + u16::from(a[bpp + o])
+                            + u16::from(b[o])
+                            + u16::from(b[bpp + o]);
+                        rgb.push(f32::from(sum) * SCALE);
+                    }
+                }
+            }
         }
-    };
-    Some(binned)
+    }
+    Some(Binned {
+        width: bw,
+        height: bh,
+        rgb,
+    })
 }
 
 /// YUV bytes → RGB contributions, per byte value.
@@ -139,14 +166,11 @@ impl YuvTables {
         }
     }
 
+    /// The R, G and B contributions of one chroma sample: R = y + cr, G = y − cg, B = y + cb.
     #[inline(always)]
-    fn rgb(&self, y: u8, u: u8, v: u8) -> [f32; 3] {
-        let (y, u, v) = (self.y[usize::from(y)], usize::from(u), usize::from(v));
-        [
-            (y + self.rv[v]).clamp(0.0, 1.0),
-            (y - self.gu[u] - self.gv[v]).clamp(0.0, 1.0),
-            (y + self.bu[u]).clamp(0.0, 1.0),
-        ]
+    fn chroma(&self, u: u8, v: u8) -> (f32, f32, f32) {
+        let (u, v) = (usize::from(u), usize::from(v));
+        (self.rv[v], self.gu[u] + self.gv[v], self.bu[u])
     }
 }
 
@@ -213,7 +237,7 @@ mod tests {
                 .zip(&want.rgb)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0f32, f32::max);
-            let tolerance = if format.is_yuv() { 1e-5 } else { 0.0 };
+            let tolerance = 1e-6;
             assert!(worst <= tolerance, "{format}: off by {worst}");
         }
     }
