@@ -31,6 +31,15 @@ release: setup
 val-data: build
 	target/debug/derain synth --clean $(DATA)/clean-driving/bdd --out runs/val-bdd \
 		--preset mixed --seed 11 --downscale 2
+	# The dry-frame validation: the six clean frames configs/clean-train.txt keeps out (linked,
+	# not copied), and rain rendered over them for the rain side of the same choice.
+	mkdir -p runs/val-dry
+	for f in kitti/image_2/000000.png kitti/image_2/000001.png kitti/image_2/000002.png \
+		udacity/stills/solidYellowCurve2.jpg udacity/stills/test4.jpg \
+		udacity/stills/whiteCarLaneSwitch.jpg; do \
+		ln -sfn $(DATA)/clean-driving/$$f runs/val-dry/$$(echo $$f | tr / _); done
+	target/debug/derain synth --clean runs/val-dry --out runs/val-dry-rain \
+		--preset mixed --seed 12
 
 # The `derain` tool with the trainer (links libtorch from .deps/libtorch; the plugin never does).
 train-build: setup

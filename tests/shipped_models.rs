@@ -1,6 +1,6 @@
 //! The models shipped in `models/` (and embedded in the plugin): each must load, follow the
-//! model contract with a parseable card, and improve a fixed rainy crop. A broken file here
-//! fails the test suite instead of a user's pipeline.
+//! model contract with a parseable card, improve a fixed rainy crop and leave a fixed dry crop
+//! alone. A broken file here fails the test suite instead of a user's pipeline.
 
 use std::path::PathBuf;
 
@@ -75,6 +75,39 @@ fn shipped_models_improve_a_rainy_crop() {
             after > before,
             "{}: {before:.2} -> {after:.2}",
             path.display()
+        );
+    }
+}
+
+/// Issue 15's floor for a dry crop: PSNR-Y of the output against its own input, for every
+/// shipped model.
+const DRY_FLOOR_DB: f64 = 40.0;
+
+/// A derainer in a car is a no-op on dry frames: a fixed crop of a clean frame full of thin
+/// structure (Rain12's clean 001) must come out within 40 dB of itself.
+#[test]
+fn shipped_models_leave_a_dry_crop_alone() {
+    let Some(clean) = derain::data::shared_path("pairs/rain12/clean/001.png") else {
+        eprintln!("skipped: ../shared/data/pairs/rain12 is absent");
+        return;
+    };
+    let img = derain::imageio::load_rgb(&clean).unwrap();
+    let dry = image::imageops::crop_imm(&img, 100, 60, 256, 192).to_image();
+    for path in shipped() {
+        let m = Model::from_path(&path).unwrap();
+        let options = SessionOptions {
+            provider: Provider::Cpu,
+            ..SessionOptions::default()
+        };
+        let mut g = Generator::new(&m, &options).unwrap();
+        let out = derain::stills::derain_image(&mut g, &dry).unwrap();
+        let fidelity = derain::metrics::psnr_y(&out, &dry).unwrap();
+        let file = path.file_name().unwrap().to_string_lossy();
+        let floor = DRY_FLOOR_DB;
+        eprintln!("{file}: dry crop PSNR-Y {fidelity:.2} dB (floor {floor})");
+        assert!(
+            fidelity >= floor,
+            "{file}: a dry crop changed: {fidelity:.2} dB < {floor}"
         );
     }
 }
