@@ -701,6 +701,8 @@ fn shipped_threshold() -> f64 {
 /// from its input), with a bus to collect its messages.
 fn weather_harness(model: &std::path::Path, props: &[(&str, &str)]) -> (Harness, gst::Bus) {
     let el = element(model);
+    // These tests count frames: every frame scored (the default scores every second one).
+    el.set_property("score-interval", 1u32);
     for (k, v) in props {
         el.set_property_from_str(k, v);
     }
