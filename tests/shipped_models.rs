@@ -24,6 +24,17 @@ fn shipped() -> Vec<PathBuf> {
         .collect()
 }
 
+/// The model at `path` run on `img` through ONNX Runtime's CPU provider.
+fn derain_on_cpu(path: &std::path::Path, img: &image::RgbImage) -> image::RgbImage {
+    let m = Model::from_path(path).unwrap();
+    let options = SessionOptions {
+        provider: Provider::Cpu,
+        ..SessionOptions::default()
+    };
+    let mut g = Generator::new(&m, &options).unwrap();
+    derain::stills::derain_image(&mut g, img).unwrap()
+}
+
 #[test]
 fn shipped_models_follow_the_contract() {
     for path in shipped() {
@@ -62,13 +73,7 @@ fn shipped_models_improve_a_rainy_crop() {
     let (r, c) = (crop(&rainy), crop(&clean));
     let before = derain::metrics::psnr_y(&r, &c).unwrap();
     for path in shipped() {
-        let m = Model::from_path(&path).unwrap();
-        let options = SessionOptions {
-            provider: Provider::Cpu,
-            ..SessionOptions::default()
-        };
-        let mut g = Generator::new(&m, &options).unwrap();
-        let out = derain::stills::derain_image(&mut g, &r).unwrap();
+        let out = derain_on_cpu(&path, &r);
         let after = derain::metrics::psnr_y(&out, &c).unwrap();
         eprintln!("{}: PSNR-Y {before:.2} -> {after:.2} dB", path.display());
         assert!(
@@ -94,13 +99,7 @@ fn shipped_models_leave_a_dry_crop_alone() {
     let img = derain::imageio::load_rgb(&clean).unwrap();
     let dry = image::imageops::crop_imm(&img, 100, 60, 256, 192).to_image();
     for path in shipped() {
-        let m = Model::from_path(&path).unwrap();
-        let options = SessionOptions {
-            provider: Provider::Cpu,
-            ..SessionOptions::default()
-        };
-        let mut g = Generator::new(&m, &options).unwrap();
-        let out = derain::stills::derain_image(&mut g, &dry).unwrap();
+        let out = derain_on_cpu(&path, &dry);
         let fidelity = derain::metrics::psnr_y(&out, &dry).unwrap();
         let file = path.file_name().unwrap().to_string_lossy();
         let floor = DRY_FLOOR_DB;
