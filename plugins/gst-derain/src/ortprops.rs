@@ -74,8 +74,6 @@ pub struct Wording {
 
 /// When the session properties may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-// Parts of this serve the hot reload, which has not landed yet.
-#[allow(dead_code)]
 pub enum Mutable {
     /// In NULL and READY; used at the next start.
     Ready,
@@ -308,8 +306,6 @@ pub struct OpenError {
     pub reason: String,
 }
 
-// Parts of this serve the hot reload, which has not landed yet.
-#[allow(dead_code)]
 impl OpenError {
     pub fn new(failure: Failure, reason: impl Into<String>) -> Self {
         Self {
@@ -364,8 +360,6 @@ pub struct Timings {
     count: u64,
 }
 
-// Parts of this serve the hot reload, which has not landed yet.
-#[allow(dead_code)]
 impl Timings {
     pub fn record(&mut self, seconds: f64) {
         if self.window.len() == TIMING_WINDOW {

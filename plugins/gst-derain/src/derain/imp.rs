@@ -14,8 +14,8 @@
  * gst-launch-1.0 filesrc location=drive.mp4 ! decodebin ! videoconvert ! derain model=derain.onnx ! videoconvert ! x264enc ! mp4mux ! filesink location=derained.mp4
  * ]|
  */
-use std::collections::VecDeque;
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use gst::glib;
@@ -28,13 +28,17 @@ use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
 use derain::frame::{self, FrameLayout, PixelFormat, YuvColorimetry, YuvMatrix};
-use derain::model::Model;
+use derain::model::{Model, ModelError};
 use derain::rainscore::RainScoreModel;
-use derain::runtime::{self, Generator, SessionOptions};
+use derain::runtime::Generator;
+
+use crate::ortprops::{
+    Failure, Mutable, OpenError, OrtSettings, SESSION_PROPERTIES, Timings, Wording,
+};
 
 use super::latency::LatencyEstimate;
 use super::weather::{self, Hysteresis};
-use super::{Bypass, DropPolicy, Provider, RAIN_META_NAME};
+use super::{Bypass, DropPolicy, RAIN_META_NAME};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -46,10 +50,14 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 const DEFAULT_MAX_LATENESS_MS: u32 = 200;
 const DEFAULT_STATS_INTERVAL_MS: u32 = 1000;
-const MAX_THREADS: u32 = 1024;
-const MAX_DEVICE_ID: i32 = 63;
-/// Inference times kept for the p99 statistic.
-const TIMING_WINDOW: usize = 1000;
+/// How the shared ONNX Runtime properties are worded here.
+const WORDING: Wording = Wording {
+    model_nick: "Model",
+    model_blurb: "Path of the ONNX generator (input 'rainy', output 'clean', float32 [N,3,H,W] in [0,1]); empty uses the embedded default model when the build has one. While running it reads back the model that really runs",
+    network: "model",
+    mean_nick: "Mean processing time (ms)",
+    timed: "processed frame (rain score, conversion and inference)",
+};
 /// The largest frame taken, in pixels (after padding): 8192x8192. The float tensor alone costs
 /// 12 bytes a pixel (800 MB here); caps beyond this come from corrupt streams, not cameras, and
 /// allocating for them would abort the process.
@@ -114,13 +122,11 @@ fn colorimetry(info: &gst_video::VideoInfo) -> YuvColorimetry {
 /// What the user set. Copied out of its lock before use.
 #[derive(Debug, Clone)]
 struct Settings {
-    model: String,
-    provider: Provider,
-    device_id: i32,
-    threads: u32,
-    trt_cache_dir: String,
-    trt_fp16: bool,
-    ort_library: String,
+    /// The session settings as last set: what the next start (or the reload in flight) opens.
+    session: OrtSettings,
+    /// While running: the settings of the session that really runs. The session properties read
+    /// back these, so a reload that has not swapped in yet (or failed) is never reported.
+    active: Option<OrtSettings>,
     drop_policy: DropPolicy,
     max_lateness_ms: u32,
     stats_interval_ms: u32,
@@ -135,13 +141,8 @@ struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            model: String::new(),
-            provider: Provider::Auto,
-            device_id: 0,
-            threads: 0,
-            trt_cache_dir: String::new(),
-            trt_fp16: false,
-            ort_library: String::new(),
+            session: OrtSettings::default(),
+            active: None,
             drop_policy: DropPolicy::Never,
             max_lateness_ms: DEFAULT_MAX_LATENESS_MS,
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
@@ -171,11 +172,9 @@ struct Stats {
     active_provider: String,
     /// Whether frames are converted on the GPU (see `State::gpu_frames`).
     gpu_frames: bool,
-    /// Seconds per processed frame (rain score, conversion and inference), the last TIMING_WINDOW
-    /// of them at the current frame size.
-    times: VecDeque<f64>,
-    time_sum: f64,
-    time_count: u64,
+    /// Seconds per processed frame (rain score, conversion and inference); the p99 window holds
+    /// the current frame size's and model's only.
+    timings: Timings,
     /// The processing delay (p99 with hysteresis, see `latency.rs`).
     estimate: LatencyEstimate,
     /// Between `start()` and `stop()`.
@@ -201,39 +200,6 @@ struct Stats {
 }
 
 impl Stats {
-    fn record(&mut self, seconds: f64) {
-        if self.times.len() == TIMING_WINDOW {
-            self.times.pop_front();
-        }
-        self.times.push_back(seconds);
-        self.time_sum += seconds;
-        self.time_count += 1;
-    }
-
-    fn mean_ms(&self) -> f64 {
-        if self.time_count == 0 {
-            0.0
-        } else {
-            self.time_sum / self.time_count as f64 * 1e3
-        }
-    }
-
-    /// Forgets the timings, which describe another frame size after a caps change.
-    fn clear_times(&mut self) {
-        self.times.clear();
-    }
-
-    fn p99_ms(&self) -> f64 {
-        if self.times.is_empty() {
-            return 0.0;
-        }
-        // Called per frame: a linear-time selection, not a full sort.
-        let mut v: Vec<f64> = self.times.iter().copied().collect();
-        let idx = ((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1;
-        let (_, p99, _) = v.select_nth_unstable_by(idx, f64::total_cmp);
-        *p99 * 1e3
-    }
-
     fn to_structure(&self) -> gst::Structure {
         gst::Structure::builder("derain-stats")
             .field("frames-in", self.frames_in)
@@ -242,8 +208,8 @@ impl Stats {
             .field("frames-passed", self.frames_passed)
             .field("frames-bypassed", self.frames_bypassed)
             .field("frames-late", self.frames_late)
-            .field("inference-mean-ms", self.mean_ms())
-            .field("inference-p99-ms", self.p99_ms())
+            .field("inference-mean-ms", self.timings.mean_ms())
+            .field("inference-p99-ms", self.timings.p99_ms())
             .field("latency-ms", self.latency.nseconds() as f64 / 1e6)
             .field("rain-level", self.last_rain_level)
             .field("weather", weather::weather_name(self.weather.raining))
@@ -296,6 +262,8 @@ pub struct Derain {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
     stats: Mutex<Stats>,
+    /// Locked after `settings` when both are held, never before.
+    reloads: Arc<Mutex<Reloads>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -303,67 +271,45 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Derain {
-    fn load(&self, settings: &Settings) -> Result<(Model, Generator), gst::ErrorMessage> {
-        if settings.threads > MAX_THREADS {
-            return Err(gst::error_msg!(
-                gst::ResourceError::Settings,
-                [
-                    "threads={} is out of range: use 0 (one per core) to {}",
-                    settings.threads,
-                    MAX_THREADS
-                ]
-            ));
-        }
-        if !(0..=MAX_DEVICE_ID).contains(&settings.device_id) {
-            return Err(gst::error_msg!(
-                gst::ResourceError::Settings,
-                [
-                    "device-id={} is out of range: use 0 to {}",
-                    settings.device_id,
-                    MAX_DEVICE_ID
-                ]
-            ));
-        }
-        if settings.max_lateness_ms == 0 {
-            return Err(gst::error_msg!(
-                gst::ResourceError::Settings,
-                ["max-lateness=0 would treat every frame as late: use at least 1 ms"]
-            ));
-        }
-        let options = SessionOptions {
-            provider: settings.provider.into(),
-            device_id: settings.device_id,
-            threads: settings.threads as usize,
-            trt_cache_dir: (!settings.trt_cache_dir.is_empty())
-                .then(|| settings.trt_cache_dir.clone().into()),
-            trt_fp16: settings.trt_fp16,
-            ort_library: (!settings.ort_library.is_empty())
-                .then(|| settings.ort_library.clone().into()),
-        };
-        if settings.model.is_empty() {
-            let (model, generator, why) = super::defaults::open(&options)
-                .map_err(|e| gst::error_msg!(gst::ResourceError::Settings, ["{}", e]))?;
-            gst::info!(CAT, imp = self, "{why}");
-            return Ok((model, generator));
-        }
+/// A model and its session, opened and (when a frame size is known) run once at it.
+struct Opened {
+    /// The settings it was opened with.
+    settings: OrtSettings,
+    model: Model,
+    generator: Generator,
+    gpu_frames: bool,
+    /// Which model runs, and why (for the log).
+    why: String,
+    /// The network input size it was warmed up at, and how long that run took.
+    warm: Option<((usize, usize), Duration)>,
+}
+
+/// Names the model of `settings` in messages.
+fn model_name(settings: &OrtSettings) -> String {
+    if settings.model.is_empty() {
+        "the embedded default model".to_owned()
+    } else {
+        format!("'{}'", settings.model)
+    }
+}
+
+/// Opens the model and session `settings` ask for. With `frame` (width, height), the model must
+/// take frames of that size and is run once on one (the contract a reload must meet before it
+/// replaces a running model).
+fn open(settings: &OrtSettings, frame: Option<(usize, usize)>) -> Result<Opened, OpenError> {
+    let options = settings.session_options()?;
+    let (model, mut generator, why) = if settings.model.is_empty() {
+        super::defaults::open(&options).map_err(OpenError::settings)?
+    } else {
         let model = Model::from_path(&settings.model).map_err(|e| {
-            let kind = match e {
-                derain::model::ModelError::Read { .. } => gst::ResourceError::NotFound,
-                _ => gst::ResourceError::OpenRead,
+            let failure = match e {
+                ModelError::Read { .. } => Failure::Missing,
+                _ => Failure::Contract,
             };
-            gst::error_msg!(kind, ["{}", e])
+            OpenError::new(failure, e.to_string())
         })?;
-        let generator = Generator::new(&model, &options).map_err(|e| {
-            let kind = match e {
-                runtime::RuntimeError::LibraryNotFound { .. } => gst::LibraryError::Init,
-                _ => gst::LibraryError::Settings,
-            };
-            gst::error_msg!(kind, ["{}", e])
-        })?;
-        gst::info!(
-            CAT,
-            imp = self,
+        let generator = Generator::new(&model, &options).map_err(|e| OpenError::runtime(&e))?;
+        let why = format!(
             "model '{}' ({}, multiple_of {}) on provider {} (asked for {})",
             model.origin(),
             model.card().name,
@@ -371,10 +317,330 @@ impl Derain {
             generator.provider(),
             options.provider
         );
-        if model.has_card() {
-            gst::debug!(CAT, imp = self, "model card: {}", model.card().to_json());
+        (model, generator, why)
+    };
+    let gpu_frames = match generator.use_gpu_frames() {
+        Ok(gpu) => gpu,
+        Err(why) => {
+            gst::warning!(
+                CAT,
+                "converting frames on the CPU: the GPU frame path is unavailable ({why})"
+            );
+            false
         }
-        Ok((model, generator))
+    };
+    let mut warm = None;
+    if let Some((width, height)) = frame {
+        model
+            .check_frame_size(width, height)
+            .map_err(|why| OpenError::new(Failure::Contract, why))?;
+        let (hp, wp) = frame::padded_size(height, width, generator.multiple_of());
+        let tensor = vec![0.0f32; 3 * hp * wp];
+        let started = Instant::now();
+        generator.run(&tensor, hp, wp, |_| ()).map_err(|e| {
+            OpenError::new(
+                Failure::Contract,
+                format!(
+                    "model '{}' cannot take the stream's {width}x{height} frames: {e}",
+                    model.origin()
+                ),
+            )
+        })?;
+        warm = Some(((hp, wp), started.elapsed()));
+    }
+    Ok(Opened {
+        settings: settings.clone(),
+        model,
+        generator,
+        gpu_frames,
+        why,
+        warm,
+    })
+}
+
+/// The warning text of a refused reload.
+fn refusal(generation: u64, wanted: &OrtSettings, e: &OpenError, running: &str) -> String {
+    format!(
+        "reload {generation}: cannot switch to {}: {}; {running} keeps running",
+        model_name(wanted),
+        e.reason
+    )
+}
+
+/// One reload asked for while running.
+struct Request {
+    /// Its number: only the latest request's outcome is used or reported.
+    generation: u64,
+    settings: OrtSettings,
+    /// The stream's frame size (width, height) when asked, if caps are set.
+    frame: Option<(usize, usize)>,
+}
+
+/// The hot reload: at most one loader thread per element opens requested sessions beside the
+/// running one; the streaming thread swaps a ready one in at the next frame boundary.
+#[derive(Default)]
+struct Reloads {
+    /// Between `start()` (once its session is open) and `stop()`.
+    running: bool,
+    /// The number of the latest request.
+    generation: u64,
+    /// The latest request not yet taken by the loader (a newer one replaces it: the last wins).
+    request: Option<Request>,
+    /// A session loaded for the latest request (its number), to be swapped in at the next frame.
+    ready: Option<(u64, Box<Opened>)>,
+    /// The loader thread; `busy` while it runs (once not, it has returned or is returning).
+    thread: Option<JoinHandle<()>>,
+    busy: bool,
+    /// The negotiated frame size (width, height), which a new model must take.
+    frame: Option<(usize, usize)>,
+}
+
+/// The loader thread: opens the latest request until none is left. A session opened for a
+/// request that is no longer the latest is closed here, never swapped in.
+fn loader(reloads: Arc<Mutex<Reloads>>, element: glib::WeakRef<super::Derain>) {
+    loop {
+        let request = {
+            let mut r = lock(&reloads);
+            match r.request.take() {
+                Some(q) => q,
+                None => {
+                    r.busy = false;
+                    return;
+                }
+            }
+        };
+        let outcome = open(&request.settings, request.frame);
+        let mut r = lock(&reloads);
+        let latest = r.running && r.generation == request.generation;
+        match outcome {
+            Ok(opened) if latest => {
+                r.ready = Some((request.generation, Box::new(opened)));
+                if r.request.is_none() {
+                    // Done: the thread ends here, so the swap can join it at once.
+                    r.busy = false;
+                    return;
+                }
+            }
+            Ok(superseded) => {
+                drop(r);
+                // Closed on this thread, outside the lock.
+                drop(superseded);
+            }
+            Err(e) => {
+                drop(r);
+                if latest && let Some(element) = element.upgrade() {
+                    element
+                        .imp()
+                        .refuse(request.generation, &request.settings, &e);
+                }
+            }
+        }
+    }
+}
+
+impl Derain {
+    /// Asks for the session `s.session` describes to replace the running one (called with the
+    /// settings lock held). Returns a finished loader thread to join, and a warning to post,
+    /// once the locks are released.
+    fn request_reload(&self, s: &mut Settings) -> (Option<JoinHandle<()>>, Option<gst::Message>) {
+        let settings = &s.session;
+        let mut r = lock(&self.reloads);
+        if !r.running {
+            return (None, None);
+        }
+        r.generation += 1;
+        r.request = Some(Request {
+            generation: r.generation,
+            settings: settings.clone(),
+            frame: r.frame,
+        });
+        gst::info!(
+            CAT,
+            imp = self,
+            "reload {} requested: {}",
+            r.generation,
+            model_name(settings)
+        );
+        // A session loaded for an earlier request is not wanted any more.
+        let superseded = r.ready.take();
+        let mut finished = None;
+        if !r.busy {
+            finished = r.thread.take();
+            let reloads = Arc::clone(&self.reloads);
+            let element = self.obj().downgrade();
+            match std::thread::Builder::new()
+                .name("derain-reload".into())
+                .spawn(move || loader(reloads, element))
+            {
+                Ok(handle) => {
+                    r.thread = Some(handle);
+                    r.busy = true;
+                }
+                Err(e) => {
+                    let generation = r.generation;
+                    r.request = None;
+                    drop(r);
+                    drop(superseded);
+                    let e = OpenError::new(
+                        Failure::Session,
+                        format!("cannot start the loader thread: {e}"),
+                    );
+                    let running = s.active.as_ref().map(model_name).unwrap_or_default();
+                    let text = refusal(generation, &s.session, &e, &running);
+                    if let Some(active) = s.active.clone() {
+                        s.session = active;
+                    }
+                    gst::warning!(CAT, imp = self, "{text}");
+                    return (finished, Some(e.warning(self.obj().upcast_ref(), &text)));
+                }
+            }
+        }
+        drop(r);
+        drop(superseded);
+        (finished, None)
+    }
+
+    /// Cancels any reload in flight or waiting (the running session was asked for again).
+    fn cancel_reload(&self) {
+        let superseded = {
+            let mut r = lock(&self.reloads);
+            r.generation += 1;
+            r.request = None;
+            r.ready.take()
+        };
+        drop(superseded);
+    }
+
+    /// A reload that failed (`e`): unless a newer request is pending, the settings go back to
+    /// the session that keeps running; the bus gets a warning naming the model and the reason.
+    fn refuse(&self, generation: u64, wanted: &OrtSettings, e: &OpenError) {
+        {
+            let mut s = lock(&self.settings);
+            let latest = lock(&self.reloads).generation == generation;
+            if latest && let Some(active) = s.active.clone() {
+                s.session = active;
+            }
+        }
+        self.warn_refused(generation, wanted, e);
+    }
+
+    fn warn_refused(&self, generation: u64, wanted: &OrtSettings, e: &OpenError) {
+        let running = {
+            let s = lock(&self.settings);
+            s.active.as_ref().map(model_name).unwrap_or_default()
+        };
+        let text = refusal(generation, wanted, e, &running);
+        gst::warning!(CAT, imp = self, "{text}");
+        self.post(e.warning(self.obj().upcast_ref(), &text));
+    }
+
+    /// At a frame boundary (no frame in the network): swaps in a session a reload has made
+    /// ready. Returns the old model and session, to be closed once the frame has gone through.
+    fn swap_if_ready(&self) -> Option<(Model, Generator)> {
+        let (generation, opened, finished) = {
+            let mut r = lock(&self.reloads);
+            let (generation, opened) = r.ready.take()?;
+            // A loader that has nothing left to do is ending (or has ended): joined here, so a
+            // swap leaves no thread behind.
+            let finished = if r.busy { None } else { r.thread.take() };
+            (generation, opened, finished)
+        };
+        if let Some(t) = finished {
+            let _ = t.join();
+        }
+        let Opened {
+            settings,
+            model,
+            generator,
+            gpu_frames,
+            why,
+            warm,
+        } = *opened;
+        let mut guard = lock(&self.state);
+        let state = guard.as_mut()?;
+        let mut warm_time = None;
+        if let Some(info) = state.info.as_ref() {
+            let (width, height) = (info.width() as usize, info.height() as usize);
+            // The caps may have changed since the loader checked the model.
+            let padded = frame::padded_size(height, width, generator.multiple_of());
+            let floats = 3 * padded.0 * padded.1;
+            let checked = model.check_frame_size(width, height).and_then(|()| {
+                if padded == state.padded {
+                    return Ok(());
+                }
+                let mut tensor = Vec::new();
+                tensor.try_reserve_exact(floats).map_err(|_| {
+                    format!("cannot allocate the {width}x{height} frame's tensor for it")
+                })?;
+                tensor.resize(floats, 0.0);
+                state.tensor = tensor;
+                state.padded = padded;
+                Ok(())
+            });
+            if let Err(why) = checked {
+                drop(guard);
+                self.refuse(
+                    generation,
+                    &settings,
+                    &OpenError::new(Failure::Contract, why),
+                );
+                return None;
+            }
+            warm_time = warm.filter(|(at, _)| *at == padded).map(|(_, t)| t);
+        }
+        let old_model = std::mem::replace(&mut state.model, model);
+        let old_generator = std::mem::replace(&mut state.generator, generator);
+        state.gpu_frames = gpu_frames;
+        let provider = state.generator.provider().to_string();
+        drop(guard);
+        gst::info!(CAT, imp = self, "reloaded: {why}");
+        lock(&self.settings).active = Some(settings.clone());
+        let (policy, max_lateness) = self.lateness_settings();
+        let moved = {
+            let mut stats = lock(&self.stats);
+            stats.active_provider = provider.clone();
+            stats.gpu_frames = gpu_frames;
+            // The old model's times say nothing about the new one.
+            stats.timings.clear_window();
+            warm_time.is_some_and(|t| {
+                stats.estimate.warm_up(t, Instant::now())
+                    && stats.refresh_latency(policy, max_lateness)
+            })
+        };
+        self.post(
+            gst::message::Element::builder(
+                gst::Structure::builder("derain-model")
+                    .field("model", settings.model.as_str())
+                    .field("active-provider", provider.as_str())
+                    .build(),
+            )
+            .src(&*self.obj())
+            .build(),
+        );
+        let obj = self.obj();
+        obj.notify("model");
+        obj.notify("active-provider");
+        if moved {
+            self.announce_latency();
+        }
+        Some((old_model, old_generator))
+    }
+
+    /// Stops the reload machinery: the request waiting is forgotten, a session in flight is
+    /// closed by its thread, which is joined.
+    fn stop_reloads(&self) {
+        let (thread, ready) = {
+            let mut r = lock(&self.reloads);
+            r.running = false;
+            r.generation += 1;
+            r.request = None;
+            r.frame = None;
+            (r.thread.take(), r.ready.take())
+        };
+        drop(ready);
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
     }
 
     /// How long after its running time `buf` reaches this element (live pipelines only): the
@@ -636,7 +902,7 @@ impl Derain {
         if std::mem::replace(&mut stats.warned_late, true) {
             return;
         }
-        let p99 = stats.p99_ms();
+        let p99 = stats.timings.p99_ms();
         drop(stats);
         gst::element_imp_warning!(
             self,
@@ -691,45 +957,8 @@ impl ObjectSubclass for Derain {
 impl ObjectImpl for Derain {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![
-                glib::ParamSpecString::builder("model")
-                    .nick("Model")
-                    .blurb("Path of the ONNX generator (input 'rainy', output 'clean', float32 [N,3,H,W] in [0,1]); empty uses the embedded default model when the build has one")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("provider", Provider::Auto)
-                    .nick("Execution provider")
-                    .blurb("auto tries TensorRT, CUDA, then the CPU; cuda or tensorrt fail at start-up if they cannot load")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecInt::builder("device-id")
-                    .nick("GPU device")
-                    .blurb("CUDA device index for the cuda and tensorrt providers (0 to 63)")
-                    .default_value(0)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("threads")
-                    .nick("CPU threads")
-                    .blurb("Intra-op threads on the CPU provider, 0 = one per core (at most 1024)")
-                    .default_value(0)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("trt-cache-dir")
-                    .nick("TensorRT engine cache")
-                    .blurb("Directory for built TensorRT engines, reused across starts; empty = $XDG_CACHE_HOME/derain/tensorrt")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoolean::builder("trt-fp16")
-                    .nick("TensorRT FP16")
-                    .blurb("Build FP16 TensorRT engines (faster, tiny loss of precision)")
-                    .default_value(false)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("ort-library")
-                    .nick("ONNX Runtime library")
-                    .blurb("Path of libonnxruntime.so; empty searches $DERAIN_ORT_LIBRARY, $ORT_DYLIB_PATH, the set-up's and the installed copy. Loaded once per process")
-                    .mutable_ready()
-                    .build(),
+            let mut props = OrtSettings::properties(&WORDING, Mutable::Playing);
+            props.extend([
                 glib::ParamSpecEnum::builder_with_default("drop-policy", DropPolicy::Never)
                     .nick("Drop policy")
                     .blurb("In live pipelines, what to do with frames older than max-lateness: never (process all), drop-late, pass-late (push unprocessed)")
@@ -848,40 +1077,39 @@ impl ObjectImpl for Derain {
                     .blurb("The last rain score (0..1, from the input frame, in both modes), as the rain meta carries it")
                     .read_only()
                     .build(),
-            ]
+            ]);
+            props
         });
         PROPERTIES.as_ref()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        if SESSION_PROPERTIES.contains(&pspec.name()) {
+            // While running, a new session opens beside the running one and swaps in at a frame
+            // boundary (or is refused with a warning); the property reads back what runs.
+            let (finished, warning) = {
+                let mut s = lock(&self.settings);
+                s.session.set(pspec.name(), value);
+                match s.active.clone() {
+                    None => (None, None),
+                    Some(active) if active == s.session => {
+                        self.cancel_reload();
+                        (None, None)
+                    }
+                    Some(_) => self.request_reload(&mut s),
+                }
+            };
+            if let Some(t) = finished {
+                let _ = t.join();
+            }
+            if let Some(m) = warning {
+                self.post(m);
+            }
+            return;
+        }
         let mut s = lock(&self.settings);
         // GLib type-checks values against the param specs before they get here.
         match pspec.name() {
-            "model" => {
-                s.model = value
-                    .get::<Option<String>>()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default()
-            }
-            "provider" => s.provider = value.get().unwrap_or_default(),
-            "device-id" => s.device_id = value.get().unwrap_or_default(),
-            "threads" => s.threads = value.get().unwrap_or_default(),
-            "trt-cache-dir" => {
-                s.trt_cache_dir = value
-                    .get::<Option<String>>()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default()
-            }
-            "trt-fp16" => s.trt_fp16 = value.get().unwrap_or_default(),
-            "ort-library" => {
-                s.ort_library = value
-                    .get::<Option<String>>()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default()
-            }
             "drop-policy" => s.drop_policy = value.get().unwrap_or_default(),
             "max-lateness" => s.max_lateness_ms = value.get().unwrap_or(DEFAULT_MAX_LATENESS_MS),
             "stats-interval" => {
@@ -917,14 +1145,11 @@ impl ObjectImpl for Derain {
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let s = lock(&self.settings);
+        // While running: what really runs, not a reload in flight or refused.
+        if let Some(v) = s.active.as_ref().unwrap_or(&s.session).get(pspec.name()) {
+            return v;
+        }
         match pspec.name() {
-            "model" => s.model.to_value(),
-            "provider" => s.provider.to_value(),
-            "device-id" => s.device_id.to_value(),
-            "threads" => s.threads.to_value(),
-            "trt-cache-dir" => s.trt_cache_dir.to_value(),
-            "trt-fp16" => s.trt_fp16.to_value(),
-            "ort-library" => s.ort_library.to_value(),
             "drop-policy" => s.drop_policy.to_value(),
             "max-lateness" => s.max_lateness_ms.to_value(),
             "stats-interval" => s.stats_interval_ms.to_value(),
@@ -946,8 +1171,8 @@ impl ObjectImpl for Derain {
                     "frames-late" => st.frames_late.to_value(),
                     "frames-bypassed" => st.frames_bypassed.to_value(),
                     "weather" => weather::weather_name(st.weather.raining).to_value(),
-                    "inference-mean-ms" => st.mean_ms().to_value(),
-                    "inference-p99-ms" => st.p99_ms().to_value(),
+                    "inference-mean-ms" => st.timings.mean_ms().to_value(),
+                    "inference-p99-ms" => st.timings.p99_ms().to_value(),
                     "latency" => st.latency.nseconds().to_value(),
                     "last-rain-level" => st.last_rain_level.to_value(),
                     _ => pspec.default_value().clone(),
@@ -1004,26 +1229,36 @@ impl BaseTransformImpl for Derain {
         let score_model = SCORE_MODEL.as_ref().map_err(|e| {
             gst::error_msg!(gst::LibraryError::Init, ["the embedded rain score: {}", e])
         })?;
-        let (model, mut generator) = self.load(&settings)?;
-        let gpu_frames = match generator.use_gpu_frames() {
-            Ok(true) => {
-                gst::info!(
-                    CAT,
-                    imp = self,
-                    "frames cross to the GPU once and are converted there"
-                );
-                true
-            }
-            Ok(false) => false,
-            Err(why) => {
-                gst::warning!(
-                    CAT,
-                    imp = self,
-                    "converting frames on the CPU: the GPU frame path is unavailable ({why})"
-                );
-                false
-            }
-        };
+        if settings.max_lateness_ms == 0 {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                ["max-lateness=0 would treat every frame as late: use at least 1 ms"]
+            ));
+        }
+        let opened = open(&settings.session, None).map_err(|e| e.error_msg())?;
+        gst::info!(CAT, imp = self, "{}", opened.why);
+        if opened.model.has_card() {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "model card: {}",
+                opened.model.card().to_json()
+            );
+        }
+        let Opened {
+            settings: loaded,
+            model,
+            generator,
+            gpu_frames,
+            ..
+        } = opened;
+        if gpu_frames {
+            gst::info!(
+                CAT,
+                imp = self,
+                "frames cross to the GPU once and are converted there"
+            );
+        }
         {
             let mut stats = lock(&self.stats);
             *stats = Stats::default();
@@ -1043,12 +1278,32 @@ impl BaseTransformImpl for Derain {
             gpu_frames,
             score_model: score_model.clone(),
         });
+        // From here on a session setting starts a reload; one set while this one opened does
+        // now (the property never names a model that does not run).
+        let (finished, warning) = {
+            let mut s = lock(&self.settings);
+            s.active = Some(loaded.clone());
+            lock(&self.reloads).running = true;
+            if s.session != loaded {
+                self.request_reload(&mut s)
+            } else {
+                (None, None)
+            }
+        };
+        if let Some(t) = finished {
+            let _ = t.join();
+        }
+        if let Some(m) = warning {
+            self.post(m);
+        }
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        self.stop_reloads();
         // Dropping the state closes the ONNX Runtime session.
         *lock(&self.state) = None;
+        lock(&self.settings).active = None;
         lock(&self.stats).running = false;
         Ok(())
     }
@@ -1158,9 +1413,9 @@ impl BaseTransformImpl for Derain {
         stats.frames_processed += 1;
         // Only frames that went through the network are timed: bypassed frames leave the
         // processing delay, and so the LATENCY answer, at what a frame costs while it rains.
-        stats.record(elapsed.as_secs_f64());
-        let p99 = Duration::from_secs_f64(stats.p99_ms() / 1e3);
-        let samples = stats.times.len();
+        stats.timings.record(elapsed.as_secs_f64());
+        let p99 = Duration::from_secs_f64(stats.timings.p99_ms() / 1e3);
+        let samples = stats.timings.window_len();
         let moved = stats.estimate.observe(p99, samples, Instant::now())
             && stats.refresh_latency(policy, max_lateness);
         let message = self.stats_message_due(&mut stats, interval);
@@ -1178,7 +1433,9 @@ impl BaseTransformImpl for Derain {
     fn generate_output(&self) -> Result<GenerateOutputSuccess, gst::FlowError> {
         // The default path (prepare an output buffer, then `transform`) for raining frames; a
         // dry frame with bypass=dry leaves as the input buffer itself: bit-exact, zero-copy, and
-        // the network not run.
+        // the network not run. A reloaded session swaps in here, between two frames; the old one
+        // closes once this frame is through.
+        let _retired = self.swap_if_ready();
         let Some(inbuf) = self.queued_buffer() else {
             return self.parent_generate_output();
         };
@@ -1334,6 +1591,8 @@ impl VideoFilterImpl for Derain {
         state.info = Some(in_info.clone());
         // New caps: the weather hysteresis starts over with the next frame.
         lock(&self.stats).reset_pending = true;
+        // A reload from now on must take this size.
+        lock(&self.reloads).frame = Some((width, height));
         gst::info!(
             CAT,
             imp = self,
@@ -1364,7 +1623,7 @@ impl VideoFilterImpl for Derain {
             let (policy, max_lateness) = self.lateness_settings();
             let mut stats = lock(&self.stats);
             // Timings at the old size say nothing about this one.
-            stats.clear_times();
+            stats.timings.clear_window();
             let moved = stats.estimate.warm_up(elapsed, Instant::now())
                 && stats.refresh_latency(policy, max_lateness);
             drop(stats);

@@ -20,8 +20,6 @@ glib::wrapper! {
         @extends gst_video::VideoFilter, gst_base::BaseTransform, gst::Element, gst::Object;
 }
 
-pub use crate::ortprops::Provider;
-
 /// What happens to a frame that is already too old when it reaches the element in a live
 /// pipeline (the `drop-policy` property).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, glib::Enum)]
