@@ -813,7 +813,8 @@ impl Matrix {
 }
 
 /// YUV bytes → RGB contributions: R = y + rv, G = y − gu − gv, B = y + bu (then clamped).
-struct YuvDecode {
+/// Public for the element's rain score, which bins YUV frames straight from their planes.
+pub struct YuvDecode {
     y: [f32; 256],
     rv: [f32; 256],
     gu: [f32; 256],
@@ -822,7 +823,21 @@ struct YuvDecode {
 }
 
 impl YuvDecode {
-    fn new(c: YuvColorimetry) -> YuvDecode {
+    /// Y in [0,1] of a luma byte (before any clamping).
+    #[inline(always)]
+    pub fn luma(&self, y: u8) -> f32 {
+        self.y[usize::from(y)]
+    }
+
+    /// The R, G and B contributions of one chroma sample: R = y + cr, G = y − cg, B = y + cb.
+    #[inline(always)]
+    pub fn chroma(&self, u: u8, v: u8) -> (f32, f32, f32) {
+        let (u, v) = (usize::from(u), usize::from(v));
+        (self.rv[v], self.gu[u] + self.gv[v], self.bu[u])
+    }
+
+    /// The tables of colorimetry `c`.
+    pub fn new(c: YuvColorimetry) -> YuvDecode {
         let m = Matrix::new(c);
         let (kr, kg, kb) = (m.kr, m.kg, m.kb);
         let chroma = |i: usize| (i as f64 - 128.0) / m.c_scale;

@@ -2,7 +2,7 @@
 //! (2×2-binned, without running the network), and the hysteresis that turns scores into a mode
 //! (`rain` or `dry`) that does not flap.
 
-use derain::frame::{FrameLayout, PixelFormat};
+use derain::frame::{FrameLayout, PixelFormat, YuvDecode};
 use derain::rainscore::Binned;
 
 /// Frames a rainy score must persist before the element calls it rain. Small: entering rain late
@@ -81,15 +81,15 @@ pub fn binned_from_planes(layout: &FrameLayout, planes: &[&[u8]]) -> Option<Binn
     let mut rgb = Vec::with_capacity(bw * bh * 3);
     match layout.format {
         PixelFormat::I420 | PixelFormat::Nv12 => {
-            let t = YuvTables::new(layout);
+            let t = YuvDecode::new(layout.colorimetry);
             let y = planes[0];
             for by in 0..bh {
                 let y0 = &y[2 * by * s[0]..][..2 * bw];
                 let y1 = &y[(2 * by + 1) * s[0]..][..2 * bw];
                 let mut push = |k: usize, u: u8, v: u8| {
                     let (cr, cg, cb) = t.chroma(u, v);
-                    let luma = [y0[2 * k], y0[2 * k + 1], y1[2 * k], y1[2 * k + 1]]
-                        .map(|b| t.y[usize::from(b)]);
+                    let luma =
+                        [y0[2 * k], y0[2 * k + 1], y1[2 * k], y1[2 * k + 1]].map(|b| t.luma(b));
                     let mean = |c: f32, sign: f32| {
                         let [a, b, c2, d] = luma.map(|l| (l + sign * c).clamp(0.0, 1.0));
                         0.25 * (a + b + c2 + d)
@@ -136,44 +136,6 @@ pub fn binned_from_planes(layout: &FrameLayout, planes: &[&[u8]]) -> Option<Binn
         height: bh,
         rgb,
     })
-}
-
-/// YUV bytes → RGB contributions, per byte value.
-struct YuvTables {
-    y: [f32; 256],
-    rv: [f32; 256],
-    gu: [f32; 256],
-    gv: [f32; 256],
-    bu: [f32; 256],
-}
-
-impl YuvTables {
-    fn new(layout: &FrameLayout) -> Self {
-        let c = layout.colorimetry;
-        let (kr, kb) = c.matrix.kr_kb();
-        let kg = 1.0 - kr - kb;
-        let (y_off, y_scale, c_scale) = if c.full_range {
-            (0.0, 255.0, 255.0)
-        } else {
-            (16.0, 219.0, 224.0)
-        };
-        let chroma = |i: usize| (i as f64 - 128.0) / c_scale;
-        let table = |k: f64| std::array::from_fn(|i| (k * chroma(i)) as f32);
-        Self {
-            y: std::array::from_fn(|i| ((i as f64 - y_off) / y_scale) as f32),
-            rv: table(2.0 * (1.0 - kr)),
-            gu: table(2.0 * kb * (1.0 - kb) / kg),
-            gv: table(2.0 * kr * (1.0 - kr) / kg),
-            bu: table(2.0 * (1.0 - kb)),
-        }
-    }
-
-    /// The R, G and B contributions of one chroma sample: R = y + cr, G = y − cg, B = y + cb.
-    #[inline(always)]
-    fn chroma(&self, u: u8, v: u8) -> (f32, f32, f32) {
-        let (u, v) = (usize::from(u), usize::from(v));
-        (self.rv[v], self.gu[u] + self.gv[v], self.bu[u])
-    }
 }
 
 #[cfg(test)]
