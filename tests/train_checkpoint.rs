@@ -127,3 +127,60 @@ fn config_files_with_unknown_keys_or_bad_values_are_refused_by_name() {
     let msg = Trainer::new(&cfg).unwrap_err().to_string();
     assert!(msg.contains("sampler.patch"), "{msg}");
 }
+
+/// `run.init_discriminator`: D and its heads come from another run's checkpoint (a file or its
+/// run directory), the generators stay; a D of other sizes, or a file that is not there, is
+/// refused with the path and nothing changes.
+#[test]
+fn discriminator_loads_from_another_checkpoint_and_refuses_other_sizes() {
+    let lite = GeneratorArch::Lite {
+        factor: 4,
+        channels: 8,
+        blocks: 1,
+    };
+    let mut donor_cfg = tiny_config(lite);
+    donor_cfg.seed = 11;
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("stage1");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let file = run_dir.join("checkpoint.safetensors");
+    let donor = Trainer::new(&donor_cfg).unwrap();
+    donor.save(&file).unwrap();
+
+    let net = |t: &Trainer, name: &str| {
+        synthetic_rain::parameters(t)
+            .into_iter()
+            .filter(|(n, _)| n.starts_with(&format!("{name}.")))
+            .collect::<Vec<_>>()
+    };
+    let same = |a: &[(String, tch::Tensor)], b: &[(String, tch::Tensor)]| {
+        a.len() == b.len() && a.iter().zip(b).all(|((_, x), (_, y))| x.equal(y))
+    };
+    let mut cfg = tiny_config(lite);
+    cfg.seed = 12;
+    for source in [file.clone(), run_dir.clone()] {
+        let mut t = Trainer::new(&cfg).unwrap();
+        let gen_before = net(&t, "gen_b");
+        assert!(
+            !same(&net(&t, "disc"), &net(&donor, "disc")),
+            "seeds differ"
+        );
+        t.load_discriminator(&source).unwrap();
+        for name in ["disc", "heads_layer", "key_disc", "key_heads_layer"] {
+            assert!(same(&net(&t, name), &net(&donor, name)), "{name}");
+        }
+        assert!(same(&net(&t, "gen_b"), &gen_before), "G_B must not change");
+    }
+
+    let mut other = tiny_config(lite);
+    other.discriminator.base = 16;
+    let mut t = Trainer::new(&other).unwrap();
+    let before = net(&t, "disc");
+    let err = t.load_discriminator(&file).unwrap_err();
+    assert!(matches!(err, CheckpointError::Architecture { .. }), "{err}");
+    assert!(err.to_string().contains("stage1"), "{err}");
+    assert!(same(&net(&t, "disc"), &before));
+    let missing = dir.path().join("none.safetensors");
+    let err = t.load_discriminator(&missing).unwrap_err();
+    assert!(err.to_string().contains("none.safetensors"), "{err}");
+}
