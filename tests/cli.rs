@@ -248,3 +248,115 @@ fn eval_no_reference_niqe_on_real_rain() {
     let v: f64 = last.split_whitespace().last().unwrap().parse().unwrap();
     assert!(v > 1.0 && v < 30.0, "{stdout}");
 }
+
+/// `count` frames of rain rendered over the clean scenes, in their own folder.
+fn rainy_folder(dir: &Path, clean: &Path, name: &str, preset: derain::synth::Preset) -> PathBuf {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    for (i, f) in listing(clean).iter().enumerate() {
+        let img = imageio::load_rgb(&clean.join(f)).unwrap();
+        let rainy = derain::synth::synthesize(&img, preset, 100 + i as u64);
+        imageio::save_png_atomic(&rainy, &d.join(f)).unwrap();
+    }
+    d
+}
+
+#[test]
+fn rain_score_fit_and_cv_record_their_recipe() {
+    use derain::synth::Preset;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let dry = clean_folder(d, 4);
+    let val = d.join("val");
+    std::fs::create_dir_all(&val).unwrap();
+    std::fs::copy(dry.join("scene0.png"), val.join("v.png")).unwrap();
+    let heavy = rainy_folder(d, &dry, "heavy", Preset::Heavy);
+    let medium = rainy_folder(d, &dry, "medium", Preset::Medium);
+
+    let model = d.join("score.json");
+    let o = derain(&[
+        "rain-score",
+        "fit",
+        "--dry",
+        p(&dry),
+        "--rainy",
+        p(&heavy),
+        p(&medium),
+        "--presets",
+        "mixed,driving",
+        "--synth-copies",
+        "2",
+        "--hard-negatives",
+        "-o",
+        p(&model),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
+    let fitted = &m["fitted_on"];
+    assert_eq!(
+        fitted["presets"],
+        serde_json::json!(["mixed", "driving"]),
+        "{m}"
+    );
+    assert_eq!(fitted["hard_negatives"], true, "{m}");
+    // Each dry frame enters as itself, noisy, half size and as three hard negatives.
+    assert_eq!(fitted["frames"]["dry"], 4 * 6, "{m}");
+    assert_eq!(fitted["frames"]["synthetic_rain"], 4 * 2, "{m}");
+    assert_eq!(fitted["frames"]["real_rain"], 8, "{m}");
+
+    let cv = d.join("cv.json");
+    let o = derain(&[
+        "rain-score",
+        "cv",
+        "--dry",
+        p(&dry),
+        "--rainy",
+        p(&heavy),
+        p(&medium),
+        "--val-dry",
+        p(&val),
+        "--json",
+        p(&cv),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cv).unwrap()).unwrap();
+    let folds = c["folds"].as_array().unwrap();
+    // Two real folders held out in turn, then the four kinds of rendered rain.
+    assert_eq!(folds.len(), 2 + 4, "{c}");
+    assert!(
+        folds[0]["held_out"].as_str().unwrap().ends_with("heavy"),
+        "{c}"
+    );
+    for f in folds {
+        let auc = f["auc"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&auc), "{c}");
+    }
+    // Heavy rendered rain over the very scenes is easy to tell from those scenes.
+    assert!(folds[0]["auc"].as_f64().unwrap() > 0.9, "{c}");
+
+    let o = derain(&["rain-score", "cv", "--dry", p(&dry), "--val-dry", p(&val)]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("one --rainy path"),
+        "{}",
+        text(&o)
+    );
+    let o = derain(&[
+        "rain-score",
+        "fit",
+        "--dry",
+        p(&dry),
+        "--presets",
+        "drizzle",
+        "-o",
+        p(&model),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("drizzle"),
+        "{}",
+        text(&o)
+    );
+}
