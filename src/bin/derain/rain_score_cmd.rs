@@ -467,6 +467,9 @@ fn eval(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// Rain parameters for a seed.
+type ParamsOf = Box<dyn Fn(u64) -> RainParams>;
+
 fn cv(a: CvArgs) -> Result<()> {
     if a.recipe.rainy.is_empty() {
         bail!("cv holds out one --rainy path at a time: give at least one");
@@ -480,7 +483,7 @@ fn cv(a: CvArgs) -> Result<()> {
     // rendered over them: faint streaks alone, with the veil, behind windshield drops, and the
     // driving mix, three seeds each.
     let light = |effects: Effects| move |seed| Preset::Light.params_with(seed, &effects);
-    let rendered_kinds: [(&str, Box<dyn Fn(u64) -> RainParams>); 4] = [
+    let rendered_kinds: [(&str, ParamsOf); 4] = [
         ("light streaks", Box::new(light(Effects::NONE))),
         (
             "light streaks + veil",
