@@ -1,11 +1,16 @@
-//! Interrupted training: `derain train` is killed with SIGKILL at random moments (checkpoints
-//! are written every step, so some kills land mid-write) and resumed each time; every resume
-//! must work and the final parameters must equal an uninterrupted run's.
+//! Interrupted training: `derain train` is killed with SIGKILL mid-run (checkpoints are written
+//! every step; each kill lands at a random moment of the step after the run has saved two, so
+//! some land mid-write) and resumed each time; every resume must work and the final parameters
+//! must equal an uninterrupted run's. The kills wait for the run's own checkpoints, not for a
+//! time, so they land mid-run on a fast machine and a loaded one alike.
 #![cfg(feature = "train")]
 
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
 
 use derain::imageio::{self, RgbImage};
 use derain::train::Trainer;
@@ -13,6 +18,8 @@ use derain::train::run::{CHECKPOINT_FILE, RunConfig};
 use rand::{Rng, SeedableRng};
 
 const STEPS: u64 = 40;
+/// Runs killed before the last one finishes; each takes three to five steps.
+const KILLS: usize = 4;
 
 fn setup(dir: &Path) -> std::path::PathBuf {
     let clean = dir.join("clean");
@@ -50,7 +57,7 @@ validate_every = 1000
     cfg
 }
 
-fn train(cfg: &Path, out: &Path, resume: bool) -> std::process::Child {
+fn train(cfg: &Path, out: &Path, resume: bool) -> Child {
     let mut c = Command::new(env!("CARGO_BIN_EXE_derain"));
     c.args([
         "train",
@@ -90,6 +97,65 @@ fn params(cfg: &Path, ckpt: &Path) -> Vec<(String, Vec<f32>)> {
     out
 }
 
+/// The checkpoint as it is now: a new one replaces it by a rename, so another inode (or
+/// modification time) means another step was saved.
+fn checkpoint_id(path: &Path) -> Option<(u64, SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.modified().ok()?))
+}
+
+/// Waits until `child` has saved a checkpoint other than `seen`, and returns it; panics, with the
+/// child's error output, when the child ends first (every kill round must find a run going).
+fn next_checkpoint(
+    child: &mut Child,
+    path: &Path,
+    seen: Option<(u64, SystemTime)>,
+) -> (u64, SystemTime) {
+    // A guard against a run that hangs, not a timing: a loaded machine only makes it wait longer.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Some(id) = checkpoint_id(path).filter(|&id| Some(id) != seen) {
+            return id;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("the run ended ({status}) before saving another checkpoint: {err}");
+        }
+        assert!(Instant::now() < deadline, "no checkpoint in 10 minutes");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn temporaries(dir: &Path) -> Vec<std::fs::DirEntry> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect()
+}
+
+/// Waits, polling quickly, until `child` is seen writing a checkpoint (its temporary file in
+/// `dir`); gives up after `saves` more checkpoints were saved without one being seen (a write too
+/// quick to catch). Call it only once the run has started: a start clears stale temporaries.
+fn until_saving(child: &mut Child, dir: &Path, mut seen: (u64, SystemTime), saves: usize) {
+    let ckpt = dir.join(CHECKPOINT_FILE);
+    let mut left = saves;
+    while temporaries(dir).is_empty() {
+        if let Some(id) = checkpoint_id(&ckpt).filter(|&id| id != seen) {
+            seen = id;
+            left -= 1;
+            if left == 0 {
+                return;
+            }
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the run ended first");
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
 #[test]
 fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
@@ -100,39 +166,44 @@ fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let cut = tmp.path().join("cut");
+    let ckpt = cut.join(CHECKPOINT_FILE);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let mut kills = 0;
-    for round in 0..20 {
-        let resume = cut.join(CHECKPOINT_FILE).is_file();
-        let mut child = train(&cfg, &cut, resume);
-        if round < 4 {
-            // Start-up (libtorch, footage) takes a while; kill somewhere in the steps after it.
-            std::thread::sleep(Duration::from_millis(rng.random_range(600..2500)));
-            if child.try_wait().unwrap().is_none() {
-                child.kill().unwrap(); // SIGKILL
-                kills += 1;
-            }
-            child.wait().unwrap();
-            continue;
+    let (mut kills, mut mid_write) = (0, 0);
+    for round in 0..KILLS {
+        let seen = checkpoint_id(&ckpt);
+        let mut child = train(&cfg, &cut, seen.is_some());
+        // Kill only once this run has saved two steps of its own (start-up is over, whatever
+        // the machine's speed): at a random moment of the step after, or, every other round,
+        // as soon as it is seen saving one.
+        let first = next_checkpoint(&mut child, &ckpt, seen);
+        let at = Instant::now();
+        let second = next_checkpoint(&mut child, &ckpt, Some(first));
+        let step = at.elapsed();
+        if round % 2 == 1 {
+            until_saving(&mut child, &cut, second, 3);
+        } else {
+            std::thread::sleep(step.mul_f64(rng.random_range(0.0..1.0)));
         }
-        let o = child.wait_with_output().unwrap();
-        assert!(
-            o.status.success(),
-            "resume failed: {}",
-            String::from_utf8_lossy(&o.stderr)
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "the run ended by itself ({status}) before the kill: {STEPS} steps are too few"
         );
-        break;
+        kills += 1;
+        if !temporaries(&cut).is_empty() {
+            mid_write += 1;
+        }
     }
+    let o = train(&cfg, &cut, true).wait_with_output().unwrap();
     assert!(
-        kills >= 1,
-        "no kill landed: the run is too fast for this test"
+        o.status.success(),
+        "resume failed: {}",
+        String::from_utf8_lossy(&o.stderr)
     );
     // Kills during a checkpoint write leave temporary files; the next start clears them.
-    let left: Vec<_> = std::fs::read_dir(&cut)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-        .collect();
+    let left = temporaries(&cut);
     assert!(left.is_empty(), "{left:?}");
     let a = params(&cfg, &whole.join(CHECKPOINT_FILE));
     let b = params(&cfg, &cut.join(CHECKPOINT_FILE));
@@ -146,5 +217,8 @@ fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
             .fold(0f32, f32::max);
         assert!(d <= 1e-6, "{na} differs by {d} after {kills} kills");
     }
-    eprintln!("{kills} SIGKILLs, resumed each time; parameters equal to the uninterrupted run");
+    eprintln!(
+        "{kills} SIGKILLs ({mid_write} during a checkpoint write), resumed each time; \
+         parameters equal to the uninterrupted run"
+    );
 }
