@@ -1107,6 +1107,28 @@ fn reload_mid_stream_drops_no_frame_and_mixes_no_models() {
     );
 }
 
+/// An identity model whose input and output are fixed at `width`x`height`: it takes no other
+/// frame size.
+fn fixed_identity(width: i64, height: i64) -> tempfile::NamedTempFile {
+    let dims = [
+        Dim::Fixed(1),
+        Dim::Fixed(3),
+        Dim::Fixed(height),
+        Dim::Fixed(width),
+    ];
+    let mut g = GraphBuilder::new("fixed");
+    let x = g.input(INPUT_NAME, DataType::FLOAT, &dims);
+    g.output(OUTPUT_NAME, DataType::FLOAT, &dims);
+    g.node("Identity", &[&x], &[OUTPUT_NAME], vec![]);
+    model_file(
+        &to_bytes(
+            &g.finish(DEFAULT_OPSET, &ModelCard::new("fixed"))
+                .expect("model"),
+        )
+        .expect("bytes"),
+    )
+}
+
 #[test]
 fn failed_reload_keeps_the_old_model_warns_and_the_property_stays_true() {
     init();
@@ -1124,18 +1146,7 @@ fn failed_reload_keeps_the_old_model_warns_and_the_property_stays_true() {
         ..FixtureIo::default()
     }));
     // A model that only takes 64x64 frames: the stream's 192x128 is refused.
-    let dims = [Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(64), Dim::Fixed(64)];
-    let mut g = GraphBuilder::new("fixed");
-    let x = g.input(INPUT_NAME, DataType::FLOAT, &dims);
-    g.output(OUTPUT_NAME, DataType::FLOAT, &dims);
-    g.node("Identity", &[&x], &[OUTPUT_NAME], vec![]);
-    let fixed = model_file(
-        &to_bytes(
-            &g.finish(DEFAULT_OPSET, &ModelCard::new("fixed"))
-                .expect("model"),
-        )
-        .expect("bytes"),
-    );
+    let fixed = fixed_identity(64, 64);
     let missing = "/nonexistent/dir/model.onnx";
     for (path, why) in [
         (missing, "cannot read"),
@@ -1308,4 +1319,146 @@ fn reload_to_another_multiple_of_reconfigures_the_padding() {
         pushed += 1;
     }
     assert_eq!(el.property::<u64>("frames-processed"), pushed);
+}
+
+/// Pushes frame `i` of `info` (RGB) and says which model made it: `Some(k)` for `AFFINES[k]`,
+/// `None` for an identity model. Panics when the frame out is not of `info`'s size or not wholly
+/// from one model, or when the `model` property, read right after, does not name the model that
+/// made it (`names[k]` for `AFFINES[k]`, `identity` for an identity model).
+fn push_sized(
+    h: &mut Harness,
+    info: &gst_video::VideoInfo,
+    i: u64,
+    names: &[&str],
+    identity: &str,
+) -> Option<usize> {
+    let mut input = make_buffer(info);
+    input
+        .get_mut()
+        .expect("writable")
+        .set_pts(gst::ClockTime::from_mseconds(33 * i));
+    let want = visible_bytes(info, &input);
+    let out = h
+        .push_and_pull(input)
+        .expect("a frame out for every frame in");
+    assert_eq!(out.size(), info.size(), "frame {i} has another size");
+    assert_eq!(out.pts(), Some(gst::ClockTime::from_mseconds(33 * i)));
+    let caps = h
+        .sinkpad()
+        .and_then(|p| p.current_caps())
+        .expect("negotiated caps");
+    let got = gst_video::VideoInfo::from_caps(&caps).expect("video caps");
+    assert_eq!((got.width(), got.height()), (info.width(), info.height()));
+    let out = visible_bytes(info, &out);
+    let made_by = if out == want {
+        None
+    } else {
+        Some(
+            which_affine(&want, &out)
+                .unwrap_or_else(|| panic!("frame {i} is not wholly from one model")),
+        )
+    };
+    let named = made_by.map_or(identity, |k| names[k]);
+    assert_eq!(
+        model_property(h),
+        named,
+        "frame {i}: the property names another model"
+    );
+    made_by
+}
+
+/// The `model` of every `derain-model` (swap) message on `bus` so far.
+fn swaps(bus: &gst::Bus) -> Vec<String> {
+    let mut swapped = Vec::new();
+    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Element]) {
+        if let Some(s) = msg.structure().filter(|s| s.name() == "derain-model") {
+            swapped.push(s.get::<String>("model").expect("model"));
+        }
+    }
+    swapped
+}
+
+#[test]
+fn caps_change_while_a_reload_loads_runs_the_new_model_at_the_new_size() {
+    init();
+    let _serial = reload_lock();
+    let models = affine_models();
+    let names: Vec<&str> = models.iter().map(path_str).collect();
+    let stream = weather_info();
+    // 99x51 pads to 104x56 for multiple_of 8 (to 99x51 for the affine model): the swap must
+    // size the network input for the new frame size, not the one the reload was asked at.
+    let odd = video_info(gst_video::VideoFormat::Rgb, 99, 51);
+    let eight = model_file(&fixtures::identity(8));
+    // Models that take one frame size only: the new one, and the old one.
+    let takes_new = fixed_identity(64, 48);
+    let takes_old = fixed_identity(WEATHER_W as i64, WEATHER_H as i64);
+    let small = video_info(gst_video::VideoFormat::Rgb, 64, 48);
+
+    for (to, size, lands) in [
+        (path_str(&eight), &odd, true),
+        (path_str(&takes_new), &small, true),
+        (path_str(&takes_old), &odd, false),
+    ] {
+        let (mut h, bus) = weather_harness(models[0].path(), &[]);
+        let mut next = 0u64;
+        for _ in 0..2 {
+            assert_eq!(push_sized(&mut h, &stream, next, &names, to), Some(0));
+            next += 1;
+        }
+        let el = h.element().expect("element");
+        // The reload starts loading at 192x128; the new caps arrive before any frame can swap
+        // it in (the swap waits for a frame boundary, and none is pushed in between).
+        el.set_property("model", to);
+        h.set_src_caps(size.to_caps().expect("caps"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(PATIENCE_S);
+        if lands {
+            // Frames of the new size from the old model until the new one swaps in, then only
+            // from the new one.
+            while push_sized(&mut h, size, next, &names, to) == Some(0) {
+                next += 1;
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{to} never swapped in"
+                );
+            }
+            next += 1;
+            for _ in 0..3 {
+                assert_eq!(push_sized(&mut h, size, next, &names, to), None, "{to}");
+                next += 1;
+            }
+            assert_eq!(swaps(&bus), [to]);
+            assert!(
+                bus.pop_filtered(&[gst::MessageType::Warning]).is_none(),
+                "no warning for {to}"
+            );
+        } else {
+            // A model that cannot take the new size is refused: the old one keeps running,
+            // at the new size, and the property names it.
+            let warning = loop {
+                if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Warning]) {
+                    let gst::MessageView::Warning(w) = msg.view() else {
+                        unreachable!()
+                    };
+                    break w.error().to_string();
+                }
+                assert_eq!(push_sized(&mut h, size, next, &names, to), Some(0));
+                next += 1;
+                assert!(std::time::Instant::now() < deadline, "no outcome for {to}");
+            };
+            assert!(
+                warning.contains(to) && warning.contains(names[0]),
+                "{warning}"
+            );
+            for _ in 0..3 {
+                assert_eq!(push_sized(&mut h, size, next, &names, to), Some(0));
+                next += 1;
+            }
+            assert!(swaps(&bus).is_empty());
+        }
+        assert_eq!(
+            el.property::<u64>("frames-processed"),
+            next,
+            "{to}: a frame was lost"
+        );
+    }
 }

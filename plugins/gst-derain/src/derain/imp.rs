@@ -412,7 +412,16 @@ fn loader(reloads: Arc<Mutex<Reloads>>, element: glib::WeakRef<super::Derain>) {
         let outcome = open(&request.settings, request.frame);
         let mut r = lock(&reloads);
         let latest = r.running && r.generation == request.generation;
+        // The caps changed while it loaded: a model refused at the old size is tried again at
+        // the new one (one that took the old size is checked against the new one at the swap).
+        let resized = r.frame != request.frame;
         match outcome {
+            Err(_) if latest && resized && r.request.is_none() => {
+                r.request = Some(Request {
+                    frame: r.frame,
+                    ..request
+                });
+            }
             Ok(opened) if latest => {
                 r.ready = Some((request.generation, Box::new(opened)));
                 if r.request.is_none() {
@@ -1591,8 +1600,15 @@ impl VideoFilterImpl for Derain {
         state.info = Some(in_info.clone());
         // New caps: the weather hysteresis starts over with the next frame.
         lock(&self.stats).reset_pending = true;
-        // A reload from now on must take this size.
-        lock(&self.reloads).frame = Some((width, height));
+        // A reload from now on must take this size, and so must one asked for at the old size
+        // that the loader has not taken yet.
+        {
+            let mut r = lock(&self.reloads);
+            r.frame = Some((width, height));
+            if let Some(q) = r.request.as_mut() {
+                q.frame = Some((width, height));
+            }
+        }
         gst::info!(
             CAT,
             imp = self,
