@@ -53,6 +53,12 @@ pub struct ModelCard {
     /// H and W must be multiples of this (strided layers); consumers reflect-pad and crop back.
     #[serde(default = "one")]
     pub multiple_of: u32,
+    /// How many consecutive frames one inference takes (the current one and the ones before).
+    /// Every consumer of this version runs single-frame models only, so a card asking for more
+    /// is refused when the model is loaded (`Model`), never run on one frame. Written only
+    /// when it is not 1, so single-frame cards stay as they were.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub frames: u32,
     /// Number of parameters.
     #[serde(default)]
     pub parameters: u64,
@@ -81,6 +87,10 @@ fn one() -> u32 {
     1
 }
 
+fn is_one(v: &u32) -> bool {
+    *v == 1
+}
+
 impl ModelCard {
     /// A card with only a name; every other field at its default.
     pub fn new(name: impl Into<String>) -> Self {
@@ -88,6 +98,7 @@ impl ModelCard {
             name: name.into(),
             architecture: String::new(),
             multiple_of: 1,
+            frames: 1,
             parameters: 0,
             gmac_per_megapixel: 0.0,
             training: serde_json::Value::Null,

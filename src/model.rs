@@ -169,6 +169,16 @@ impl Model {
                 ),
             });
         }
+        if card.frames != 1 {
+            return Err(ModelError::Card {
+                origin,
+                reason: format!(
+                    "the card asks for {} consecutive frames per inference; this version runs \
+                     single-frame models only (frames 1), and will not run it on one frame",
+                    card.frames
+                ),
+            });
+        }
         let sha256 = hex(&Sha256::digest(&bytes));
         Ok(Self {
             origin,
@@ -405,6 +415,28 @@ mod tests {
             ..FixtureIo::default()
         });
         assert!(e.contains("multiple_of is 0"), "{e}");
+        for frames in [0, 3] {
+            let e = message(FixtureIo {
+                card: Some(format!(r#"{{"name":"x","frames":{frames}}}"#)),
+                ..FixtureIo::default()
+            });
+            assert!(
+                e.contains(&format!("asks for {frames} consecutive frames")),
+                "{e}"
+            );
+        }
+        let m = load(FixtureIo {
+            card: Some(r#"{"name":"x","frames":1}"#.into()),
+            ..FixtureIo::default()
+        })
+        .expect("frames 1 is a single-frame model");
+        assert_eq!(m.card().frames, 1);
+        // A single-frame card is written as before, without the key.
+        assert!(
+            !m.card().to_json().contains("frames"),
+            "{}",
+            m.card().to_json()
+        );
     }
 
     #[test]
