@@ -317,15 +317,16 @@ fn thirty_steps_lower_the_loss_and_resume_exactly() {
         worst.0,
         worst.1
     );
-    // The parameters did move (the comparison is not vacuous), except the frozen copy of G_B
-    // as the stage started, which must not.
+    // The parameters did move (the comparison is not vacuous). The default location source
+    // makes no frozen stage-start copy of G_B (only `frozen_stage1` does; the trainer's unit
+    // tests check that it holds still).
     let fresh = parameters(&Trainer::new(&cfg).unwrap());
     let frozen = format!("{STAGE_START_NAME}.");
     let (held, trained): (Vec<_>, Vec<_>) = pa
         .iter()
         .zip(&fresh)
         .partition(|((n, _), _)| n.starts_with(&frozen));
-    assert!(!held.is_empty() && held.iter().all(|((_, x), (_, y))| x.equal(y)));
+    assert!(held.is_empty(), "{} stage-start tensors", held.len());
     let moved = trained
         .iter()
         .filter(|((_, x), (_, y))| !x.equal(y))

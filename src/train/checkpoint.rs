@@ -274,8 +274,9 @@ impl Trainer {
                 for (name, mut t) in net.var_store().variables() {
                     let mut key = format!("{prefix}.{name}");
                     if prefix == STAGE_START_NAME && !map.contains_key(&key) {
-                        // Written before the frozen stage-start copy existed: none of its
-                        // runs used one, and a stage started from it starts from its G_B.
+                        // Written before the frozen stage-start copy existed, or by a run
+                        // whose location source never made one: a stage started from it
+                        // starts from its G_B.
                         key = format!("gen_b.{name}");
                     }
                     t.copy_(&take(&key, &t)?);

@@ -58,7 +58,8 @@ pub const NETWORK_NAMES: [&str; 10] = [
     STAGE_START_NAME,
 ];
 
-/// The frozen copy of G_B as the stage started (`loss.location_source = "frozen_stage1"`).
+/// The frozen copy of G_B as the stage started (`loss.location_source = "frozen_stage1"`; it
+/// exists only then: [`Trainer::networks`] and checkpoints leave it out otherwise).
 pub const STAGE_START_NAME: &str = "stage1_gen_b";
 
 /// One value per loss term; `None` where the term was not computed (weight 0, or not part of
@@ -230,8 +231,9 @@ pub struct Trainer {
     pub(super) key_disc: Discriminator,
     pub(super) key_heads_loc: ProjectionHeads,
     pub(super) key_heads_layer: ProjectionHeads,
-    /// G_B as the stage started, frozen: the location features of `frozen_stage1`.
-    pub(super) stage1_gen_b: Generator,
+    /// G_B as the stage started, frozen: the location features of `frozen_stage1`. `None`
+    /// under the other location sources, which never read it.
+    pub(super) stage1_gen_b: Option<Generator>,
     /// G_B, G_R and both head sets.
     pub(super) opt_g: Adam,
     pub(super) opt_d: Adam,
@@ -299,6 +301,8 @@ impl Trainer {
         g_params.extend(named_parameters("heads_layer", &heads_layer));
         let opt_g = Adam::new(g_params, &config.optimiser);
         let opt_d = Adam::new(named_parameters("disc", &disc), &config.optimiser);
+        let stage1_gen_b = (config.loss.location_source == LocationSource::FrozenStage1)
+            .then(|| gen_b.frozen_copy());
 
         Ok(Self {
             config: config.clone(),
@@ -307,7 +311,7 @@ impl Trainer {
             key_disc: disc.frozen_copy(),
             key_heads_loc: heads_loc.frozen_copy(),
             key_heads_layer: heads_layer.frozen_copy(),
-            stage1_gen_b: gen_b.frozen_copy(),
+            stage1_gen_b,
             gen_b,
             gen_r,
             disc,
@@ -348,21 +352,26 @@ impl Trainer {
         &self.disc
     }
 
-    /// Every network with its name ([`NETWORK_NAMES`] order).
-    pub fn networks(&self) -> [(&'static str, &dyn Network); 10] {
-        let nets: [&dyn Network; 10] = [
-            &self.gen_b,
-            &self.gen_r,
-            &self.disc,
-            &self.heads_loc,
-            &self.heads_layer,
-            &self.key_gen_b,
-            &self.key_disc,
-            &self.key_heads_loc,
-            &self.key_heads_layer,
-            &self.stage1_gen_b,
+    /// Every network with its name, in [`NETWORK_NAMES`] order; the frozen stage-start copy
+    /// ([`STAGE_START_NAME`]) only where `loss.location_source = "frozen_stage1"` made one.
+    pub fn networks(&self) -> Vec<(&'static str, &dyn Network)> {
+        let nets: [Option<&dyn Network>; 10] = [
+            Some(&self.gen_b),
+            Some(&self.gen_r),
+            Some(&self.disc),
+            Some(&self.heads_loc),
+            Some(&self.heads_layer),
+            Some(&self.key_gen_b),
+            Some(&self.key_disc),
+            Some(&self.key_heads_loc),
+            Some(&self.key_heads_layer),
+            self.stage1_gen_b.as_ref().map(|g| g as &dyn Network),
         ];
-        std::array::from_fn(|i| (NETWORK_NAMES[i], nets[i]))
+        NETWORK_NAMES
+            .into_iter()
+            .zip(nets)
+            .filter_map(|(name, net)| Some((name, net?)))
+            .collect()
     }
 
     /// Forgets the optimisers' moments and restarts the step count (and so the learning-rate
@@ -375,13 +384,16 @@ impl Trainer {
         self.mark_stage_start();
     }
 
-    /// Copies G_B into its frozen stage-start copy (`loss.location_source = "frozen_stage1"`).
+    /// Copies G_B into its frozen stage-start copy (`loss.location_source = "frozen_stage1"`;
+    /// nothing to do without one).
     pub(super) fn mark_stage_start(&mut self) {
-        self.stage1_gen_b
-            .var_store_mut()
-            .copy(self.gen_b.var_store())
-            .expect("a network and its copy have the same parameters");
-        self.stage1_gen_b.var_store_mut().freeze();
+        if let Some(stage1) = &mut self.stage1_gen_b {
+            stage1
+                .var_store_mut()
+                .copy(self.gen_b.var_store())
+                .expect("a network and its copy have the same parameters");
+            stage1.var_store_mut().freeze();
+        }
     }
 
     /// G_B on `rainy` (`[B,3,H,W]` in [0,1], H and W multiples of the architecture's
@@ -846,7 +858,13 @@ impl Trainer {
             LocationSource::RainPredictor | LocationSource::Background => {
                 (&self.gen_b, &self.key_gen_b)
             }
-            LocationSource::FrozenStage1 => (&self.stage1_gen_b, &self.stage1_gen_b),
+            LocationSource::FrozenStage1 => {
+                let stage1 = self
+                    .stage1_gen_b
+                    .as_ref()
+                    .expect("Trainer::new makes the stage-start copy for frozen_stage1");
+                (stage1, stage1)
+            }
         }
     }
 
@@ -1237,42 +1255,40 @@ mod tests {
 
     /// Which encoder the location term reads: nudging the key copy's residual blocks moves the
     /// term under `rain_predictor` only; nudging the frozen stage-start copy moves it under
-    /// `frozen_stage1` only; `background` reads the key copy's stem.
+    /// `frozen_stage1` (the other sources have no such copy); `background` reads the key
+    /// copy's stem.
     #[test]
     fn location_features_come_from_the_chosen_source() {
         let rainy = (images(1) + 0.15).clamp(0.0, 1.0);
         let clean = images(2);
+        // `None` where the nudged network does not exist under `source`.
         let location = |source: LocationSource, nudged: Option<(&str, &str)>| {
             let mut cfg = lite_config();
             cfg.loss.location_source = source;
             let t = Trainer::new(&cfg).unwrap();
             if let Some((net, prefix)) = nudged {
-                let (_, n) = t
-                    .networks()
-                    .into_iter()
-                    .find(|(name, _)| *name == net)
-                    .unwrap();
+                let (_, n) = t.networks().into_iter().find(|(name, _)| *name == net)?;
                 nudge(n, prefix);
             }
-            terms_of(&t, &rainy, &clean).location.unwrap()
+            Some(terms_of(&t, &rainy, &clean).location.unwrap())
         };
         for source in [
             LocationSource::RainPredictor,
             LocationSource::Background,
             LocationSource::FrozenStage1,
         ] {
-            let base = location(source, None);
-            let blocks = location(source, Some(("key_gen_b", "res.")));
-            let stem = location(source, Some(("key_gen_b", "head.")));
+            let base = location(source, None).unwrap();
+            let blocks = location(source, Some(("key_gen_b", "res."))).unwrap();
+            let stem = location(source, Some(("key_gen_b", "head."))).unwrap();
             let frozen = location(source, Some((STAGE_START_NAME, "")));
             let moved = |v: f64| (v - base).abs() > 1e-5;
-            let got = (moved(blocks), moved(stem), moved(frozen));
+            let got = (moved(blocks), moved(stem), frozen.map(moved));
             let want = match source {
-                LocationSource::RainPredictor => (true, true, false),
-                LocationSource::Background => (false, true, false),
-                LocationSource::FrozenStage1 => (false, false, true),
+                LocationSource::RainPredictor => (true, true, None),
+                LocationSource::Background => (false, true, None),
+                LocationSource::FrozenStage1 => (false, false, Some(true)),
             };
-            assert_eq!(got, want, "{source:?}: {base} {blocks} {stem} {frozen}");
+            assert_eq!(got, want, "{source:?}: {base} {blocks} {stem} {frozen:?}");
         }
 
         // The frozen copy takes no gradient; G_B does, through B̂.
@@ -1299,6 +1315,103 @@ mod tests {
                 .iter()
                 .filter(|g| g.name.starts_with("gen_b.") && g.name.ends_with("weight"))
                 .all(|g| g.norm.is_some_and(|n| n > 0.0))
+        );
+    }
+
+    /// The frozen stage-start copy of G_B is made for `frozen_stage1` only: under the other
+    /// location sources the trainer and its checkpoints hold one G_B's worth of tensors fewer,
+    /// and every other network is the same. A checkpoint without the copy, loaded with
+    /// `frozen_stage1`, starts it from its G_B.
+    #[test]
+    fn stage_start_copy_exists_for_frozen_stage1_only() {
+        let tensors = |t: &Trainer| -> Vec<(String, Tensor)> {
+            let mut v = Vec::new();
+            for (prefix, net) in t.networks() {
+                for (name, p) in net.var_store().variables() {
+                    v.push((format!("{prefix}.{name}"), p.detach().copy()));
+                }
+            }
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let stage1 = format!("{STAGE_START_NAME}.");
+        let mut on_cfg = lite_config();
+        on_cfg.loss.location_source = LocationSource::FrozenStage1;
+        let on = Trainer::new(&on_cfg).unwrap();
+        let on_tensors = tensors(&on);
+        let g_b = on.gen_b.var_store().variables().len();
+        assert!(g_b > 0);
+        assert_eq!(
+            on_tensors
+                .iter()
+                .filter(|(n, _)| n.starts_with(&stage1))
+                .count(),
+            g_b
+        );
+        for source in [LocationSource::RainPredictor, LocationSource::Background] {
+            let mut cfg = lite_config();
+            cfg.loss.location_source = source;
+            let off = Trainer::new(&cfg).unwrap();
+            assert!(off.stage1_gen_b.is_none(), "{source:?}");
+            assert!(off.networks().iter().all(|(n, _)| *n != STAGE_START_NAME));
+            let off_tensors = tensors(&off);
+            assert_eq!(off_tensors.len() + g_b, on_tensors.len(), "{source:?}");
+            let shared: Vec<_> = on_tensors
+                .iter()
+                .filter(|(n, _)| !n.starts_with(&stage1))
+                .collect();
+            assert_eq!(shared.len(), off_tensors.len());
+            for ((na, a), (nb, b)) in shared.into_iter().zip(&off_tensors) {
+                assert_eq!(na, nb);
+                assert!(a.equal(b), "{source:?}: {na} differs");
+            }
+        }
+
+        // Saved without the copy; loaded with `frozen_stage1`, the copy is that G_B.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("off.safetensors");
+        let off = Trainer::new(&lite_config()).unwrap();
+        nudge(&off.gen_b, "");
+        off.save(&path).unwrap();
+        let saved = Tensor::read_safetensors(&path).unwrap();
+        assert!(saved.iter().all(|(n, _)| !n.starts_with(&stage1)));
+        let loaded = Trainer::load(&path, &on_cfg).unwrap();
+        let copy = loaded
+            .stage1_gen_b
+            .as_ref()
+            .unwrap()
+            .var_store()
+            .variables();
+        for (name, w) in off.gen_b.var_store().variables() {
+            assert!(copy[&name].equal(&w), "{name}");
+        }
+        // Trained, the copy holds still while G_B moves; saved, it travels.
+        let mut on = on;
+        let (rainy, clean) = ((images(7) + 0.2).clamp(0.0, 1.0), images(8));
+        for _ in 0..2 {
+            on.step_anlcl(&rainy, &clean).unwrap();
+        }
+        let trained = tensors(&on);
+        let (held, moved): (Vec<_>, Vec<_>) = on_tensors
+            .iter()
+            .zip(&trained)
+            .filter(|((n, _), _)| n.starts_with(&stage1) || n.starts_with("gen_b."))
+            .partition(|((n, _), _)| n.starts_with(&stage1));
+        assert!(held.iter().all(|((_, a), (_, b))| a.equal(b)));
+        assert!(moved.iter().any(|((_, a), (_, b))| !a.equal(b)));
+        let path = dir.path().join("on.safetensors");
+        on.save(&path).unwrap();
+        let saved = Tensor::read_safetensors(&path).unwrap();
+        assert_eq!(
+            saved.iter().filter(|(n, _)| n.starts_with(&stage1)).count(),
+            g_b
+        );
+        let again = tensors(&Trainer::load(&path, &on_cfg).unwrap());
+        assert!(
+            again
+                .iter()
+                .zip(&trained)
+                .all(|((na, a), (nb, b))| na == nb && a.equal(b))
         );
     }
 
