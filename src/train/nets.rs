@@ -592,6 +592,9 @@ pub struct Discriminator {
     vs: VarStore,
     cfg: DiscriminatorConfig,
     convs: Vec<Conv>,
+    /// With `antialias`, the [`blur_kernel`] of each halving layer (built once, on the var
+    /// store's device and kind; not a parameter); empty without.
+    blur: Vec<Tensor>,
 }
 
 impl std::fmt::Debug for Discriminator {
@@ -602,19 +605,24 @@ impl std::fmt::Debug for Discriminator {
     }
 }
 
-/// Anti-aliased down-sampling (Zhang 2019, as CUT's `Downsample`): each channel low-passed with
-/// the fixed [1,3,3,1]⊗[1,3,3,1]/64 kernel, reflect-padded (1 before, 2 after), stride 2.
-/// An even side halves, as a 4×4 stride-2 convolution with padding 1 would.
-pub fn blur_pool(x: &Tensor) -> Tensor {
-    let c = x.size()[1];
-    let taps = Tensor::from_slice(&[1.0f32, 3.0, 3.0, 1.0]).to_device(x.device());
-    let k = (taps.unsqueeze(1) * taps.unsqueeze(0) / 64.0)
-        .to_kind(x.kind())
+/// The [`blur_pool`] kernel for `channels` channels: the fixed [1,3,3,1]⊗[1,3,3,1]/64 low-pass,
+/// one `[channels,1,4,4]` depthwise filter. The discriminator builds its kernels once.
+pub fn blur_kernel(channels: i64, device: Device, kind: Kind) -> Tensor {
+    let taps = Tensor::from_slice(&[1.0f32, 3.0, 3.0, 1.0]).to_device(device);
+    (taps.unsqueeze(1) * taps.unsqueeze(0) / 64.0)
+        .to_kind(kind)
         .view([1, 1, 4, 4])
-        .expand([c, 1, 4, 4], false)
-        .contiguous();
+        .expand([channels, 1, 4, 4], false)
+        .contiguous()
+}
+
+/// Anti-aliased down-sampling (Zhang 2019, as CUT's `Downsample`): each channel low-passed with
+/// `kernel` (a [`blur_kernel`] for `x`'s channels, device and kind), reflect-padded (1 before,
+/// 2 after), stride 2. An even side halves, as a 4×4 stride-2 convolution with padding 1 would.
+pub fn blur_pool(x: &Tensor, kernel: &Tensor) -> Tensor {
+    let c = x.size()[1];
     x.reflection_pad2d([1, 2, 1, 2])
-        .conv2d(&k, None::<&Tensor>, [2, 2], [0, 0], [1, 1], c)
+        .conv2d(kernel, None::<&Tensor>, [2, 2], [0, 0], [1, 1], c)
 }
 
 impl Discriminator {
@@ -644,10 +652,19 @@ impl Discriminator {
         convs.push(Conv::new(&p, &name, width(n - 1), width(n), 4, 1, 1, init));
         let name = format!("conv.{}", n + 1);
         convs.push(Conv::new(&p, &name, width(n), 1, 4, 1, 1, init));
+        // Halving layer i puts out width(i) channels, in the parameters' kind.
+        let blur = if cfg.antialias {
+            (0..n)
+                .map(|i| blur_kernel(width(i), device, p.kind()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Self {
             vs,
             cfg: *cfg,
             convs,
+            blur,
         }
     }
 
@@ -709,7 +726,16 @@ impl Discriminator {
             y = inorm(&y);
         }
         let y = leaky(&y);
-        if self.cfg.antialias { blur_pool(&y) } else { y }
+        if !self.cfg.antialias {
+            return y;
+        }
+        let k = &self.blur[i];
+        if k.device() == y.device() && k.kind() == y.kind() {
+            blur_pool(&y, k)
+        } else {
+            // Moved or cast since it was built: the same kernel where `y` lives.
+            blur_pool(&y, &blur_kernel(y.size()[1], y.device(), y.kind()))
+        }
     }
 
     /// `xn`: the input as the first convolution takes it.
@@ -964,7 +990,7 @@ mod tests {
     fn blur_pool_removes_a_checkerboard_that_striding_aliases() {
         for shifted in [false, true] {
             let x = checkerboard(2, 16, shifted);
-            let y = blur_pool(&x);
+            let y = blur_pool(&x, &blur_kernel(2, Device::Cpu, Kind::Float));
             assert_eq!(y.size(), [1, 2, 8, 8]);
             let worst = y.abs().max().double_value(&[]);
             assert!(worst < 1e-6, "blur-pool left {worst}");
@@ -974,12 +1000,73 @@ mod tests {
         }
         // A constant passes unchanged (the kernel sums to 1).
         let ones = Tensor::ones([1, 1, 8, 8], (Kind::Float, Device::Cpu));
-        assert!(blur_pool(&ones).allclose(
-            &Tensor::ones([1, 1, 4, 4], (Kind::Float, Device::Cpu)),
-            1e-6,
-            1e-6,
-            false
-        ));
+        assert!(
+            blur_pool(&ones, &blur_kernel(1, Device::Cpu, Kind::Float)).allclose(
+                &Tensor::ones([1, 1, 4, 4], (Kind::Float, Device::Cpu)),
+                1e-6,
+                1e-6,
+                false
+            )
+        );
+    }
+
+    /// The blur-pool as it was before the discriminator kept its kernels: the kernel built
+    /// from `x` on every call.
+    fn blur_pool_per_call(x: &Tensor) -> Tensor {
+        let c = x.size()[1];
+        let taps = Tensor::from_slice(&[1.0f32, 3.0, 3.0, 1.0]).to_device(x.device());
+        let k = (taps.unsqueeze(1) * taps.unsqueeze(0) / 64.0)
+            .to_kind(x.kind())
+            .view([1, 1, 4, 4])
+            .expand([c, 1, 4, 4], false)
+            .contiguous();
+        x.reflection_pad2d([1, 2, 1, 2])
+            .conv2d(&k, None::<&Tensor>, [2, 2], [0, 0], [1, 1], c)
+    }
+
+    /// The kernels D builds once give bit for bit what the per-call construction gave, on
+    /// each halving layer's channels and on D's own features; without `antialias` it keeps
+    /// none.
+    #[test]
+    fn blur_kernels_built_once_match_the_per_call_ones() {
+        let cfg = DiscriminatorConfig {
+            base: 4,
+            ..DiscriminatorConfig::default()
+        };
+        assert!(cfg.antialias);
+        let d = Discriminator::new(&cfg, Device::Cpu, &mut init());
+        assert_eq!(d.blur.len(), cfg.layers);
+        tch::manual_seed(5);
+        for k in &d.blur {
+            let c = k.size()[0];
+            assert_eq!(k.size(), [c, 1, 4, 4]);
+            assert_eq!((k.device(), k.kind()), (Device::Cpu, Kind::Float));
+            let x = Tensor::randn([2, c, 12, 10], (Kind::Float, Device::Cpu));
+            assert!(
+                blur_pool(&x, k).equal(&blur_pool_per_call(&x)),
+                "{c} channels"
+            );
+        }
+        // D's first halving layer, recomputed with the per-call kernel.
+        let x = Tensor::rand([1, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let xn = &x * 2.0 - 1.0;
+        let want = blur_pool_per_call(&leaky(&d.convs[0].forward(&xn)));
+        assert!(d.features(&x)[1].equal(&want));
+        // A kind the kernels were not built in takes a kernel of its own.
+        let y = Tensor::randn([1, 4, 8, 8], (Kind::Double, Device::Cpu));
+        assert!(
+            blur_pool(&y, &blur_kernel(4, Device::Cpu, Kind::Double))
+                .equal(&blur_pool_per_call(&y))
+        );
+        let plain = DiscriminatorConfig {
+            antialias: false,
+            ..cfg
+        };
+        assert!(
+            Discriminator::new(&plain, Device::Cpu, &mut init())
+                .blur
+                .is_empty()
+        );
     }
 
     /// Through the whole first layer of D: with the blur-pool, the checkerboard and its
