@@ -312,6 +312,58 @@ fn resume_without_a_checkpoint_is_an_error() {
     ));
 }
 
+/// Clean footage that is not there fails at once, by its path: `--clean` before the config is
+/// read, the config's `data.clean` before the run folder or any network is made.
+#[test]
+fn missing_clean_footage_is_an_error_naming_the_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    // No data(): the config's `clean` folder does not exist.
+    let config = tmp.path().join("tiny.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let exe = env!("CARGO_BIN_EXE_derain");
+    let out = tmp.path().join("run");
+    let train = |extra: &[&str]| {
+        let o = Command::new(exe)
+            .args(["train", "--config", config.to_str().unwrap()])
+            .args(["--out", out.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            !o.status.success(),
+            "a run without its clean footage succeeded"
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+
+    let nope = tmp.path().join("nope");
+    let e = train(&["--clean", nope.to_str().unwrap()]);
+    assert!(
+        e.contains("--clean") && e.contains(&nope.display().to_string()),
+        "{e}"
+    );
+    assert!(!out.exists(), "the run folder was made");
+
+    let missing = tmp.path().join("clean");
+    let e = train(&[]);
+    assert!(
+        e.contains("data.clean") && e.contains(&missing.display().to_string()),
+        "{e}"
+    );
+    assert!(!e.contains("panicked"), "{e}");
+    assert!(!out.exists(), "the run folder was made");
+
+    // The library says the same, by key and path.
+    let cfg = RunConfig::parse(CONFIG, "test", Some(tmp.path()), &[]).unwrap();
+    match run::run(&cfg, &out, false) {
+        Err(RunError::MissingData { key, path }) => {
+            assert_eq!((key, path.as_path()), ("data.clean", missing.as_path()));
+        }
+        other => panic!("{:?}", other.map(|s| s.steps)),
+    }
+    assert!(!out.exists(), "the run folder was made");
+}
+
 #[test]
 fn shipped_configs_parse() {
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/configs"));

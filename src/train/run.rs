@@ -238,6 +238,9 @@ pub enum RunError {
     RunExists(PathBuf),
     #[error("{} has no checkpoint to resume from", .0.display())]
     NothingToResume(PathBuf),
+    /// A footage source or the validation folder the run reads is not there.
+    #[error("{key}: {} does not exist", .path.display())]
+    MissingData { key: &'static str, path: PathBuf },
     #[error("{0}")]
     Other(String),
 }
@@ -500,6 +503,7 @@ pub struct Validation {
 /// Runs (or resumes) a training stage in `dir`.
 pub fn run(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<RunSummary, RunError> {
     let started = Instant::now();
+    check_data_paths(cfg)?;
     std::fs::create_dir_all(dir.join("samples")).map_err(io_err(dir))?;
     let ckpt = dir.join(CHECKPOINT_FILE);
     remove_stale_temporaries(dir);
@@ -690,6 +694,31 @@ fn truncate_log(path: &Path, step: u64) -> Result<(), RunError> {
         out.push('\n');
     }
     imageio::write_file_atomic(path, out.as_bytes()).map_err(io_err(path))
+}
+
+/// Every path the run's data comes from exists: checked before the run folder, the networks or
+/// a checkpoint are touched, so a mistyped path fails at once by its key rather than after
+/// the set-up. What the sources hold is checked as they load.
+fn check_data_paths(cfg: &RunConfig) -> Result<(), RunError> {
+    let rainy: &[PathBuf] = match cfg.train.stage {
+        Stage::Pretrain => &[],
+        Stage::Anlcl => &cfg.data.rainy,
+    };
+    let sources = [("data.clean", &cfg.data.clean[..]), ("data.rainy", rainy)];
+    let validation = cfg.data.validation.iter().map(|v| ("data.validation", v));
+    let paths = sources
+        .into_iter()
+        .flat_map(|(key, paths)| paths.iter().map(move |p| (key, p)))
+        .chain(validation);
+    for (key, path) in paths {
+        if !path.exists() {
+            return Err(RunError::MissingData {
+                key,
+                path: path.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Validation pairs (rainy, clean) in name order, at most `limit`.
