@@ -94,7 +94,7 @@ bench: release
 	$(CARGO) bench -p gst-plugin-derain --bench element
 	# The shipped models through the element (goal for derain-lite: 30 fps at 640x360, 10 at 1280x720).
 	@for m in models/derain-lite.onnx models/derain-r9.onnx; do \
-	  if [ -f "$$m" ]; then BENCH_MODEL="$$m" $(CARGO) bench -p gst-plugin-derain --bench element || exit 1; \
+	  if [ -f "$$m" ]; then BENCH_MODEL="$(CURDIR)/$$m" $(CARGO) bench -p gst-plugin-derain --bench element || exit 1; \
 	  else echo "bench: $$m not shipped yet"; fi; done
 
 # GPU speed (issue 7): element throughput and p99 at 1920x1080 and 1280x720, TensorRT FP16 and

@@ -19,8 +19,14 @@
 //!   BENCH_CASE=reload cargo bench ...                            (one case: throughput, reload)
 //!   BENCH_ROUNDS=5 BENCH_SIZES=640x360 cargo bench ...           (fewer/more work)
 //!   BENCH_RELOADS=6 BENCH_RELOAD_EVERY=10 BENCH_CASE=reload ...  (reloads, frames between them)
-//!   BENCH_MODEL=models/derain-lite.onnx cargo bench ...          (another model; `make bench`
-//!                                                                  runs each shipped one)
+//!   BENCH_RELOAD_FPS=30 BENCH_CASE=reload ...                    (a live source's rate: frame
+//!                                                                  times count from when each
+//!                                                                  frame was due; default 0:
+//!                                                                  back to back)
+//!   BENCH_MODEL=$PWD/models/derain-lite.onnx cargo bench ...     (another model, an absolute
+//!                                                                  path: cargo runs benches in
+//!                                                                  the plugin's folder; `make
+//!                                                                  bench` runs each shipped one)
 
 use std::io::Write;
 use std::path::Path;
@@ -289,13 +295,43 @@ fn reload(model: &Model, paths: [&Path; 2], (w, h): (usize, usize)) {
         .expect("info");
     harness.set_src_caps(info.to_caps().expect("caps"));
     let pixels = rgb_frame(w, h);
+    // A live source delivers a frame every 1/fps s, whether the element is ready or not: each
+    // frame's time counts from when it was due, so a frame kept waiting by a slow one before it
+    // is counted as delayed too (a model slower than the source falls further behind each
+    // frame). Unset or 0: back to back (no idle time at all, the hardest case for a loader that
+    // needs the CPU, and the only one fair to a model slower than the source).
+    let period = match env_or("BENCH_RELOAD_FPS", 0.0f64) {
+        fps if fps > 0.0 => Some(Duration::from_secs_f64(1.0 / fps)),
+        _ => None,
+    };
+    match period {
+        Some(p) => println!(
+            "  frames paced at {:.1} fps, each timed from when it was due",
+            1.0 / p.as_secs_f64()
+        ),
+        None => println!("  frames pushed back to back (BENCH_RELOAD_FPS unset or 0)"),
+    }
+    let mut due = Instant::now();
     let mut push = || {
         let buf = rgb_buffer(&info, &pixels);
-        let t = Instant::now();
+        let now = Instant::now();
+        let start = match period {
+            // The source's clock: waiting for the next frame is the stream, not a guess.
+            Some(_) if now < due => {
+                std::thread::sleep(due - now);
+                due
+            }
+            Some(_) => due,
+            None => now,
+        };
         harness
             .push_and_pull(buf)
             .expect("a frame out for every frame in");
-        t.elapsed().as_secs_f64() * 1e3
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        if let Some(p) = period {
+            due = start.max(due) + p;
+        }
+        ms
     };
     for _ in 0..3 {
         push();
