@@ -1202,19 +1202,21 @@ fn failed_reload_keeps_the_old_model_warns_and_the_property_stays_true() {
 
 /// Threads of this process, and those of them that are derain's loaders.
 fn threads() -> (usize, usize) {
-    let mut all = 0;
-    let mut loaders = 0;
-    for task in std::fs::read_dir("/proc/self/task")
+    (named_threads(None), named_threads(Some("derain-reload")))
+}
+
+/// Threads of this process named `name` (all of them with `None`).
+fn named_threads(name: Option<&str>) -> usize {
+    std::fs::read_dir("/proc/self/task")
         .expect("/proc")
         .flatten()
-    {
-        all += 1;
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() == "derain-reload" {
-            loaders += 1;
-        }
-    }
-    (all, loaders)
+        .filter(|task| {
+            name.is_none_or(|name| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|comm| comm.trim() == name)
+            })
+        })
+        .count()
 }
 
 fn open_fds() -> usize {
@@ -1254,6 +1256,11 @@ fn a_hundred_reloads_leave_no_thread_session_or_descriptor_behind() {
     assert_eq!(el.property::<u64>("frames-processed"), next);
     let (threads_after, loaders) = threads();
     assert_eq!(loaders, 0, "a loader thread is left");
+    // The replaced sessions close on a thread each, joined at the next swap: one at most.
+    assert!(
+        named_threads(Some("derain-close")) <= 1,
+        "closer threads left"
+    );
     // Other tests of this binary may run meanwhile: a small tolerance, where a leak per reload
     // would show as a hundred.
     assert!(
@@ -1270,7 +1277,13 @@ fn a_hundred_reloads_leave_no_thread_session_or_descriptor_behind() {
         sessions_after <= sessions_before + 2,
         "sessions {sessions_before} -> {sessions_after}"
     );
+    // Stopping joins the last closer.
     drop(h);
+    assert_eq!(
+        named_threads(Some("derain-close")),
+        0,
+        "a closer outlived stop"
+    );
 }
 
 #[test]
@@ -1333,10 +1346,15 @@ fn push_sized(
     identity: &str,
 ) -> Option<usize> {
     let mut input = make_buffer(info);
-    input
-        .get_mut()
-        .expect("writable")
-        .set_pts(gst::ClockTime::from_mseconds(33 * i));
+    {
+        let b = input.get_mut().expect("writable");
+        b.set_pts(gst::ClockTime::from_mseconds(33 * i));
+        // Every frame its own pixels, so an output left over from an earlier frame shows.
+        let mut map = b.map_writable().expect("map");
+        for v in map.iter_mut() {
+            *v = v.wrapping_add((i % 7) as u8 * 9);
+        }
+    }
     let want = visible_bytes(info, &input);
     let out = h
         .push_and_pull(input)
@@ -1362,7 +1380,7 @@ fn push_sized(
     assert_eq!(
         model_property(h),
         named,
-        "frame {i}: the property names another model"
+        "frame {i}: the property names another model (made by {made_by:?}; names {names:?}, identity {identity})"
     );
     made_by
 }

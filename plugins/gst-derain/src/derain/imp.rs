@@ -393,6 +393,8 @@ struct Reloads {
     busy: bool,
     /// The negotiated frame size (width, height), which a new model must take.
     frame: Option<(usize, usize)>,
+    /// The thread closing the session a swap replaced (joined at the next swap and at stop).
+    closer: Option<JoinHandle<()>>,
 }
 
 /// The loader thread: opens the latest request until none is left. A session opened for a
@@ -638,17 +640,35 @@ impl Derain {
     /// Stops the reload machinery: the request waiting is forgotten, a session in flight is
     /// closed by its thread, which is joined.
     fn stop_reloads(&self) {
-        let (thread, ready) = {
+        let (thread, ready, closer) = {
             let mut r = lock(&self.reloads);
             r.running = false;
             r.generation += 1;
             r.request = None;
             r.frame = None;
-            (r.thread.take(), r.ready.take())
+            (r.thread.take(), r.ready.take(), r.closer.take())
         };
         drop(ready);
-        if let Some(thread) = thread {
+        for thread in [thread, closer].into_iter().flatten() {
             let _ = thread.join();
+        }
+    }
+
+    /// Closes the session a swap replaced on a thread of its own, so that closing it (freeing
+    /// its memory, joining its threads) delays no frame; the closer of the swap before, long
+    /// done by now, is joined first, so at most one is ever left.
+    fn retire(&self, retired: (Model, Generator)) {
+        let earlier = lock(&self.reloads).closer.take();
+        if let Some(t) = earlier {
+            let _ = t.join();
+        }
+        // A thread that cannot start drops its closure, and with it the session, right here.
+        match std::thread::Builder::new()
+            .name("derain-close".into())
+            .spawn(move || drop(retired))
+        {
+            Ok(handle) => lock(&self.reloads).closer = Some(handle),
+            Err(e) => gst::debug!(CAT, imp = self, "closed the old session here: {e}"),
         }
     }
 
@@ -1442,12 +1462,17 @@ impl BaseTransformImpl for Derain {
     fn generate_output(&self) -> Result<GenerateOutputSuccess, gst::FlowError> {
         // The default path (prepare an output buffer, then `transform`) for raining frames; a
         // dry frame with bypass=dry leaves as the input buffer itself: bit-exact, zero-copy, and
-        // the network not run. A reloaded session swaps in here, between two frames; the old one
-        // closes once this frame is through.
-        let _retired = self.swap_if_ready();
+        // the network not run.
         let Some(inbuf) = self.queued_buffer() else {
             return self.parent_generate_output();
         };
+        // A reloaded session swaps in here, between two frames, just before the frame it is the
+        // first to see (not in the base class's call after a frame, when none is queued: the
+        // property and the swap message would then name a model no frame out has come from
+        // yet). The old session closes on a thread of its own.
+        if let Some(retired) = self.swap_if_ready() {
+            self.retire(retired);
+        }
         let verdict = self.weigh(inbuf.as_ref())?;
         drop(inbuf);
         if let Some(message) = verdict.message {
