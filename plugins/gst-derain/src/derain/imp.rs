@@ -264,6 +264,37 @@ pub struct Derain {
     stats: Mutex<Stats>,
     /// Locked after `settings` when both are held, never before.
     reloads: Arc<Mutex<Reloads>>,
+    /// Frame boundaries the streaming thread has passed (see [`Boundaries`]).
+    boundaries: Arc<Boundaries>,
+}
+
+/// How long a loader waits for a frame boundary before its warm-up frame: a stream that has
+/// stopped flowing must not hold a reload up.
+const BOUNDARY_PATIENCE: Duration = Duration::from_millis(100);
+
+/// The frame boundaries the streaming thread passes, so that a loader runs the new session's
+/// warm-up frame right after one: in a live stream the element is idle then (a frame takes less
+/// than the frame period), so the warm-up takes cores the stream is not using. Written by hand:
+/// a counter and a condition variable, which no crate does more simply.
+#[derive(Default)]
+struct Boundaries {
+    passed: Mutex<u64>,
+    cv: std::sync::Condvar,
+}
+
+impl Boundaries {
+    /// The streaming thread is between two frames.
+    fn pass(&self) {
+        *lock(&self.passed) += 1;
+        self.cv.notify_all();
+    }
+
+    /// Waits until the streaming thread next passes a boundary, or `patience` has gone by.
+    fn wait_next(&self, patience: Duration) {
+        let guard = lock(&self.passed);
+        let seen = *guard;
+        let _ = self.cv.wait_timeout_while(guard, patience, |n| *n == seen);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -295,8 +326,12 @@ fn model_name(settings: &OrtSettings) -> String {
 
 /// Opens the model and session `settings` ask for. With `frame` (width, height), the model must
 /// take frames of that size and is run once on one (the contract a reload must meet before it
-/// replaces a running model).
-fn open(settings: &OrtSettings, frame: Option<(usize, usize)>) -> Result<Opened, OpenError> {
+/// replaces a running model), after `before_warm_up` returns.
+fn open(
+    settings: &OrtSettings,
+    frame: Option<(usize, usize)>,
+    before_warm_up: impl FnOnce(),
+) -> Result<Opened, OpenError> {
     let options = settings.session_options()?;
     let (model, mut generator, why) = if settings.model.is_empty() {
         super::defaults::open(&options).map_err(OpenError::settings)?
@@ -336,6 +371,7 @@ fn open(settings: &OrtSettings, frame: Option<(usize, usize)>) -> Result<Opened,
             .map_err(|why| OpenError::new(Failure::Contract, why))?;
         let (hp, wp) = frame::padded_size(height, width, generator.multiple_of());
         let tensor = vec![0.0f32; 3 * hp * wp];
+        before_warm_up();
         let started = Instant::now();
         generator.run(&tensor, hp, wp, |_| ()).map_err(|e| {
             OpenError::new(
@@ -399,7 +435,11 @@ struct Reloads {
 
 /// The loader thread: opens the latest request until none is left. A session opened for a
 /// request that is no longer the latest is closed here, never swapped in.
-fn loader(reloads: Arc<Mutex<Reloads>>, element: glib::WeakRef<super::Derain>) {
+fn loader(
+    reloads: Arc<Mutex<Reloads>>,
+    boundaries: Arc<Boundaries>,
+    element: glib::WeakRef<super::Derain>,
+) {
     loop {
         let request = {
             let mut r = lock(&reloads);
@@ -411,7 +451,9 @@ fn loader(reloads: Arc<Mutex<Reloads>>, element: glib::WeakRef<super::Derain>) {
                 }
             }
         };
-        let outcome = open(&request.settings, request.frame);
+        let outcome = open(&request.settings, request.frame, || {
+            boundaries.wait_next(BOUNDARY_PATIENCE)
+        });
         let mut r = lock(&reloads);
         let latest = r.running && r.generation == request.generation;
         // The caps changed while it loaded: a model refused at the old size is tried again at
@@ -478,10 +520,11 @@ impl Derain {
         if !r.busy {
             finished = r.thread.take();
             let reloads = Arc::clone(&self.reloads);
+            let boundaries = Arc::clone(&self.boundaries);
             let element = self.obj().downgrade();
             match std::thread::Builder::new()
                 .name("derain-reload".into())
-                .spawn(move || loader(reloads, element))
+                .spawn(move || loader(reloads, boundaries, element))
             {
                 Ok(handle) => {
                     r.thread = Some(handle);
@@ -1264,7 +1307,7 @@ impl BaseTransformImpl for Derain {
                 ["max-lateness=0 would treat every frame as late: use at least 1 ms"]
             ));
         }
-        let opened = open(&settings.session, None).map_err(|e| e.error_msg())?;
+        let opened = open(&settings.session, None, || ()).map_err(|e| e.error_msg())?;
         gst::info!(CAT, imp = self, "{}", opened.why);
         if opened.model.has_card() {
             gst::debug!(
@@ -1464,6 +1507,9 @@ impl BaseTransformImpl for Derain {
         // dry frame with bypass=dry leaves as the input buffer itself: bit-exact, zero-copy, and
         // the network not run.
         let Some(inbuf) = self.queued_buffer() else {
+            // The base class asks again after pushing each frame out: the frame is through,
+            // and a loader may run its warm-up frame now.
+            self.boundaries.pass();
             return self.parent_generate_output();
         };
         // A reloaded session swaps in here, between two frames, just before the frame it is the
