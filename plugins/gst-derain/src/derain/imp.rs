@@ -1721,3 +1721,30 @@ impl VideoFilterImpl for Derain {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_boundary_wakes_the_waiting_loader_and_patience_bounds_the_wait() {
+        let b = Arc::new(Boundaries::default());
+        // Nobody passes: the wait ends by itself, after its patience.
+        let started = Instant::now();
+        b.wait_next(Duration::from_millis(20));
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        // A waiter with a minute's patience returns as soon as a boundary is passed. Passed
+        // until it returns, since the first pass may come before it waits.
+        let waiter = {
+            let b = Arc::clone(&b);
+            std::thread::spawn(move || b.wait_next(Duration::from_secs(60)))
+        };
+        let started = Instant::now();
+        while !waiter.is_finished() {
+            b.pass();
+            std::thread::yield_now();
+        }
+        waiter.join().expect("waiter");
+        assert!(started.elapsed() < Duration::from_secs(60));
+    }
+}
