@@ -88,6 +88,10 @@ pub struct SessionOptions {
     pub trt_fp16: bool,
     /// The ONNX Runtime library to load; `None` searches (see [`init_ort`]).
     pub ort_library: Option<PathBuf>,
+    /// Let the intra-op worker threads spin-wait for work between runs (ONNX Runtime's own
+    /// default, `true`): a little less latency per run, for cores kept busy while idle, which
+    /// another session in the process (a detector, a model being reloaded) then cannot use.
+    pub spin: bool,
 }
 
 impl Default for SessionOptions {
@@ -99,6 +103,7 @@ impl Default for SessionOptions {
             trt_cache_dir: None,
             trt_fp16: false,
             ort_library: None,
+            spin: true,
         }
     }
 }
@@ -570,6 +575,11 @@ fn build_session(
     if options.threads > 0 {
         builder = builder
             .with_intra_threads(options.threads)
+            .map_err(|e| session_err(e.to_string()))?;
+    }
+    if !options.spin {
+        builder = builder
+            .with_intra_op_spinning(false)
             .map_err(|e| session_err(e.to_string()))?;
     }
     let mut engines = None;

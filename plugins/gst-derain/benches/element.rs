@@ -19,6 +19,8 @@
 //!   BENCH_CASE=reload cargo bench ...                            (one case: throughput, reload)
 //!   BENCH_ROUNDS=5 BENCH_SIZES=640x360 cargo bench ...           (fewer/more work)
 //!   BENCH_RELOADS=6 BENCH_RELOAD_EVERY=10 BENCH_CASE=reload ...  (reloads, frames between them)
+//!   BENCH_SPIN=1 ...                                             (worker threads spin-wait, in
+//!                                                                  both cases: `spin-wait=true`)
 //!   BENCH_RELOAD_FPS=30 BENCH_CASE=reload ...                    (a live source's rate: frame
 //!                                                                  times count from when each
 //!                                                                  frame was due; default 0:
@@ -150,8 +152,11 @@ fn throughput(model: &Model, path: &Path, sizes: &str, rounds: usize) {
         frame::frame_to_tensor(&layout, &[&pixels], model.multiple_of(), &mut tensor)
             .expect("convert");
 
+        let spin = env_or("BENCH_SPIN", 0u8) == 1;
         let options = SessionOptions {
             provider: Provider::Cpu,
+            // As the element opens its sessions (`spin-wait`, off unless BENCH_SPIN=1).
+            spin,
             ..SessionOptions::default()
         };
         let mut generator = Generator::new(model, &options).expect("session");
@@ -160,6 +165,7 @@ fn throughput(model: &Model, path: &Path, sizes: &str, rounds: usize) {
         let el = gst::ElementFactory::make("derain")
             .property("model", path.to_str().expect("utf-8"))
             .property_from_str("provider", "cpu")
+            .property("spin-wait", spin)
             .build()
             .expect("element");
         let mut harness = Harness::with_element(&el, Some("sink"), Some("src"));
@@ -176,6 +182,7 @@ fn throughput(model: &Model, path: &Path, sizes: &str, rounds: usize) {
         let dry_el = gst::ElementFactory::make("derain")
             .property("model", path.to_str().expect("utf-8"))
             .property_from_str("provider", "cpu")
+            .property("spin-wait", spin)
             .property_from_str("bypass", "dry")
             .property("rain-threshold", 1.0f64)
             .property("rain-leave", 1u32)
@@ -284,6 +291,7 @@ fn reload(model: &Model, paths: [&Path; 2], (w, h): (usize, usize)) {
     let el = gst::ElementFactory::make("derain")
         .property("model", paths[0].to_str().expect("utf-8"))
         .property_from_str("provider", "cpu")
+        .property("spin-wait", env_or("BENCH_SPIN", 0u8) == 1)
         .build()
         .expect("element");
     let bus = gst::Bus::new();

@@ -20,11 +20,12 @@ pub const MAX_DEVICE_ID: i32 = 63;
 pub const TIMING_WINDOW: usize = 1000;
 
 /// The session properties, in the order they are declared.
-pub const SESSION_PROPERTIES: [&str; 7] = [
+pub const SESSION_PROPERTIES: [&str; 8] = [
     "model",
     "provider",
     "device-id",
     "threads",
+    "spin-wait",
     "trt-cache-dir",
     "trt-fp16",
     "ort-library",
@@ -88,6 +89,7 @@ pub struct OrtSettings {
     pub provider: Provider,
     pub device_id: i32,
     pub threads: u32,
+    pub spin_wait: bool,
     pub trt_cache_dir: String,
     pub trt_fp16: bool,
     pub ort_library: String,
@@ -100,6 +102,7 @@ impl Default for OrtSettings {
             provider: Provider::Auto,
             device_id: 0,
             threads: 0,
+            spin_wait: false,
             trt_cache_dir: String::new(),
             trt_fp16: false,
             ort_library: String::new(),
@@ -175,6 +178,14 @@ impl OrtSettings {
             )
             .build(),
             ready(
+                glib::ParamSpecBoolean::builder("spin-wait")
+                    .nick("Spin-wait")
+                    .blurb("Let the CPU worker threads spin between frames (ONNX Runtime's default): slightly less latency per frame, for cores kept busy while idle, which a detector or a reload then cannot use")
+                    .default_value(false),
+                mutable,
+            )
+            .build(),
+            ready(
                 glib::ParamSpecString::builder("trt-cache-dir")
                     .nick("TensorRT engine cache")
                     .blurb("Directory for built TensorRT engines, reused across starts; empty = $XDG_CACHE_HOME/derain/tensorrt"),
@@ -237,6 +248,7 @@ impl OrtSettings {
             "provider" => self.provider = value.get().unwrap_or_default(),
             "device-id" => self.device_id = value.get().unwrap_or_default(),
             "threads" => self.threads = value.get().unwrap_or_default(),
+            "spin-wait" => self.spin_wait = value.get().unwrap_or_default(),
             "trt-cache-dir" => self.trt_cache_dir = string(value),
             "trt-fp16" => self.trt_fp16 = value.get().unwrap_or_default(),
             "ort-library" => self.ort_library = string(value),
@@ -252,6 +264,7 @@ impl OrtSettings {
             "provider" => self.provider.to_value(),
             "device-id" => self.device_id.to_value(),
             "threads" => self.threads.to_value(),
+            "spin-wait" => self.spin_wait.to_value(),
             "trt-cache-dir" => self.trt_cache_dir.to_value(),
             "trt-fp16" => self.trt_fp16.to_value(),
             "ort-library" => self.ort_library.to_value(),
@@ -280,6 +293,7 @@ impl OrtSettings {
             trt_cache_dir: optional_path(&self.trt_cache_dir),
             trt_fp16: self.trt_fp16,
             ort_library: optional_path(&self.ort_library),
+            spin: self.spin_wait,
         })
     }
 }
@@ -444,6 +458,10 @@ mod tests {
             assert!(spec.flags().contains(gst::PARAM_FLAG_MUTABLE_PLAYING));
         }
         assert!(!s.set("drop-policy", &1u32.to_value()));
+        // Spinning is off unless asked for, and reaches the session's options either way.
+        assert!(!s.session_options().expect("defaults are valid").spin);
+        assert!(s.set("spin-wait", &true.to_value()));
+        assert!(s.session_options().expect("valid").spin);
         assert!(s.set("threads", &2000u32.to_value()));
         let e = s.session_options().expect_err("out of range");
         assert!(e.reason.contains("threads=2000"), "{}", e.reason);

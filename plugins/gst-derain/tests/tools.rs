@@ -46,6 +46,7 @@ fn gst_inspect_lists_every_property_with_a_blurb() {
         "provider",
         "device-id",
         "threads",
+        "spin-wait",
         "trt-cache-dir",
         "trt-fp16",
         "ort-library",
