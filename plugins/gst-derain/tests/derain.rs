@@ -1147,12 +1147,18 @@ fn failed_reload_keeps_the_old_model_warns_and_the_property_stays_true() {
     }));
     // A model that only takes 64x64 frames: the stream's 192x128 is refused.
     let fixed = fixed_identity(64, 64);
+    // A model that asks for three frames per inference, which this element cannot give it.
+    let multi = model_file(&fixtures::custom_io(FixtureIo {
+        card: Some(r#"{"name":"multi","frames":3}"#.into()),
+        ..FixtureIo::default()
+    }));
     let missing = "/nonexistent/dir/model.onnx";
     for (path, why) in [
         (missing, "cannot read"),
         (path_str(&corrupt), "not a valid ONNX"),
         (path_str(&rank3), "rank 3"),
         (path_str(&fixed), "only takes input height 64"),
+        (path_str(&multi), "3 consecutive frames"),
     ] {
         el.set_property("model", path);
         assert_eq!(model_property(&h), path_str(&models[0]), "{path}");
