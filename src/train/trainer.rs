@@ -1137,6 +1137,18 @@ pub fn image_terms(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every tensor of every network of `t`, copied, by `network.name` in name order.
+    fn all_tensors(t: &Trainer) -> Vec<(String, Tensor)> {
+        let mut v = Vec::new();
+        for (prefix, net) in t.networks() {
+            for (name, p) in net.var_store().variables() {
+                v.push((format!("{prefix}.{name}"), p.detach().copy()));
+            }
+        }
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
     use crate::train::config::GeneratorArch;
 
     fn lite_config() -> TrainConfig {
@@ -1324,16 +1336,7 @@ mod tests {
     /// `frozen_stage1`, starts it from its G_B.
     #[test]
     fn stage_start_copy_exists_for_frozen_stage1_only() {
-        let tensors = |t: &Trainer| -> Vec<(String, Tensor)> {
-            let mut v = Vec::new();
-            for (prefix, net) in t.networks() {
-                for (name, p) in net.var_store().variables() {
-                    v.push((format!("{prefix}.{name}"), p.detach().copy()));
-                }
-            }
-            v.sort_by(|a, b| a.0.cmp(&b.0));
-            v
-        };
+        let tensors = all_tensors;
         let stage1 = format!("{STAGE_START_NAME}.");
         let mut on_cfg = lite_config();
         on_cfg.loss.location_source = LocationSource::FrozenStage1;
@@ -1452,16 +1455,7 @@ mod tests {
         cfg.optimiser.discriminator_warmup = 2;
         let mut t = Trainer::new(&cfg).unwrap();
         let (rainy, clean) = ((images(5) + 0.2).clamp(0.0, 1.0), images(6));
-        let snapshot = |t: &Trainer| -> Vec<(String, Tensor)> {
-            let mut v = Vec::new();
-            for (prefix, net) in t.networks() {
-                for (name, p) in net.var_store().variables() {
-                    v.push((format!("{prefix}.{name}"), p.detach().copy()));
-                }
-            }
-            v.sort_by(|a, b| a.0.cmp(&b.0));
-            v
-        };
+        let snapshot = all_tensors;
         let moved = |a: &[(String, Tensor)], b: &[(String, Tensor)], net: &str| {
             let prefix = format!("{net}.");
             a.iter()

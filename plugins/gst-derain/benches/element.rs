@@ -130,15 +130,31 @@ fn main() {
     }
 }
 
-/// Element against raw inference, and dry against raining, at each of `sizes`.
-fn throughput(model: &Model, path: &Path, sizes: &str, rounds: usize) {
-    println!(
-        "element vs raw inference, {} ({}, {} params), CPU provider, {} threads available",
+/// A harness around `el` with RGB `w`x`h` caps at 30 fps set, and those caps' video info.
+fn rgb_harness(el: &gst::Element, w: usize, h: usize) -> (Harness, gst_video::VideoInfo) {
+    let mut harness = Harness::with_element(el, Some("sink"), Some("src"));
+    let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w as u32, h as u32)
+        .fps(gst::Fraction::new(30, 1))
+        .build()
+        .expect("info");
+    harness.set_src_caps(info.to_caps().expect("caps"));
+    (harness, info)
+}
+
+/// The model and the machine, for a case's header line.
+fn describe(model: &Model) -> String {
+    format!(
+        "{} ({}, {} params), CPU provider, {} threads available",
         model.origin(),
         model.card().architecture,
         model.card().parameters,
         std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    )
+}
+
+/// Element against raw inference, and dry against raining, at each of `sizes`.
+fn throughput(model: &Model, path: &Path, sizes: &str, rounds: usize) {
+    println!("element vs raw inference, {}", describe(model));
     for size in sizes.split(',') {
         let Some((w, h)) = parse_size(size) else {
             eprintln!("skipping bad size {size}");
@@ -168,12 +184,7 @@ fn throughput(model: &Model, path: &Path, sizes: &str, rounds: usize) {
             .property("spin-wait", spin)
             .build()
             .expect("element");
-        let mut harness = Harness::with_element(&el, Some("sink"), Some("src"));
-        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w as u32, h as u32)
-            .fps(gst::Fraction::new(30, 1))
-            .build()
-            .expect("info");
-        harness.set_src_caps(info.to_caps().expect("caps"));
+        let (mut harness, info) = rgb_harness(&el, w, h);
         let make_buffer = || rgb_buffer(&info, &pixels);
         harness
             .push_and_pull(make_buffer())
@@ -282,11 +293,8 @@ fn reload(model: &Model, paths: [&Path; 2], (w, h): (usize, usize)) {
     let reloads: usize = env_or("BENCH_RELOADS", 6);
     let every: usize = env_or("BENCH_RELOAD_EVERY", 10).max(1);
     println!(
-        "hot reload, {} ({}, {} params), CPU provider, {} threads available: {w}x{h}, {reloads} reloads every {every} frames between two copies of the file",
-        model.origin(),
-        model.card().architecture,
-        model.card().parameters,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "hot reload, {}: {w}x{h}, {reloads} reloads every {every} frames between two copies of the file",
+        describe(model)
     );
     let el = gst::ElementFactory::make("derain")
         .property("model", paths[0].to_str().expect("utf-8"))
@@ -296,12 +304,7 @@ fn reload(model: &Model, paths: [&Path; 2], (w, h): (usize, usize)) {
         .expect("element");
     let bus = gst::Bus::new();
     el.set_bus(Some(&bus));
-    let mut harness = Harness::with_element(&el, Some("sink"), Some("src"));
-    let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w as u32, h as u32)
-        .fps(gst::Fraction::new(30, 1))
-        .build()
-        .expect("info");
-    harness.set_src_caps(info.to_caps().expect("caps"));
+    let (mut harness, info) = rgb_harness(&el, w, h);
     let pixels = rgb_frame(w, h);
     // A live source delivers a frame every 1/fps s, whether the element is ready or not: each
     // frame's time counts from when it was due, so a frame kept waiting by a slow one before it
