@@ -1137,6 +1137,7 @@ pub fn image_terms(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::config::GeneratorArch;
 
     /// Every tensor of every network of `t`, copied, by `network.name` in name order.
     fn all_tensors(t: &Trainer) -> Vec<(String, Tensor)> {
@@ -1149,7 +1150,6 @@ mod tests {
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
-    use crate::train::config::GeneratorArch;
 
     fn lite_config() -> TrainConfig {
         let mut c = TrainConfig {
