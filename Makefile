@@ -40,6 +40,13 @@ val-data: build
 		ln -sfn $(DATA)/clean-driving/$$f runs/val-dry/$$(echo $$f | tr / _); done
 	target/debug/derain synth --clean runs/val-dry --out runs/val-dry-rain \
 		--preset mixed --seed 12
+	# The same frames 2x and 4x smaller (scene detail packed densely, as in a small photo): rain
+	# over them, and dry with drawn thin lines (scripts/eval-val.sh scores all of these).
+	for s in 2 4; do \
+	  target/debug/derain synth --clean runs/val-dry --out runs/val-dry-x$$s \
+	    --preset mixed --seed 21 --downscale $$s && \
+	  target/debug/derain synth --clean runs/val-dry --out runs/val-dry-lines-x$$s \
+	    --preset mixed --seed 22 --downscale $$s --line-negatives 1 || exit 1; done
 
 # The `derain` tool with the trainer (links libtorch from .deps/libtorch; the plugin never does).
 train-build: setup

@@ -84,6 +84,20 @@ impl FramePool {
         self.frames.len()
     }
 
+    /// This pool's frames followed by `other`'s (the summary stays this pool's).
+    pub fn merged(&self, other: &FramePool) -> Self {
+        let frames: Vec<RgbImage> = self
+            .frames
+            .iter()
+            .chain(other.frames.iter())
+            .cloned()
+            .collect();
+        Self {
+            frames: frames.into(),
+            summary: self.summary.clone(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
@@ -386,6 +400,15 @@ mod tests {
         }
         assert!(rain.iter().any(|&r| r > 0.05), "heavy rain leaves marks");
         assert_eq!(b5.rainy.len(), 3 * 3 * 32 * 32);
+    }
+
+    #[test]
+    fn merged_pools_hold_both_sets_of_frames() {
+        let small = FramePool::from_frames(vec![RgbImage::new(40, 40)]);
+        let merged = pool().merged(&small);
+        assert_eq!(merged.len(), pool().len() + 1);
+        assert_eq!(merged.frames.last().map(|f| f.dimensions()), Some((40, 40)));
+        assert_eq!(merged.frames[0], pool().frames[0]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ fn checkpoint_of_another_architecture_is_refused_by_name() {
         factor: 4,
         channels: 8,
         blocks: 1,
+        context: 0,
     });
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r9.safetensors");
@@ -59,6 +60,7 @@ fn saving_replaces_the_old_checkpoint_and_failures_leave_it() {
         factor: 2,
         channels: 4,
         blocks: 1,
+        context: 0,
     });
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.safetensors");
@@ -137,6 +139,7 @@ fn discriminator_loads_from_another_checkpoint_and_refuses_other_sizes() {
         factor: 4,
         channels: 8,
         blocks: 1,
+        context: 0,
     };
     let mut donor_cfg = tiny_config(lite);
     donor_cfg.seed = 11;

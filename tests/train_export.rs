@@ -152,6 +152,18 @@ fn lite_export_matches() {
         factor: 4,
         channels: 32,
         blocks: 3,
+        context: 0,
+    });
+}
+
+#[test]
+fn lite_with_context_blocks_export_matches() {
+    // Dilated convolutions (2, 4, 8) in tch and in the ONNX graph agree.
+    check_architecture(GeneratorArch::Lite {
+        factor: 4,
+        channels: 8,
+        blocks: 1,
+        context: 3,
     });
 }
 
@@ -163,6 +175,7 @@ fn rain_generator_exports_but_is_no_contract_model() {
         factor: 2,
         channels: 4,
         blocks: 1,
+        context: 0,
     }))
     .unwrap();
     let bytes = t
@@ -193,6 +206,7 @@ fn fp16_export_within_45_db() {
             factor: 4,
             channels: 32,
             blocks: 3,
+            context: 0,
         },
     ] {
         let t = trained(arch);

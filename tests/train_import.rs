@@ -21,6 +21,7 @@ fn lite(channels: usize) -> GeneratorArch {
         factor: 4,
         channels,
         blocks: 1,
+        context: 0,
     }
 }
 
@@ -121,6 +122,49 @@ fn residual_resnet9_model_round_trips_into_a_trainer() {
         blocks: 1,
         residual: true,
     });
+}
+
+#[test]
+fn lite_model_grows_context_blocks_that_start_as_identities() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (trained, path) = exported(lite(8), tmp.path(), Precision::Fp32);
+    let grown_arch = GeneratorArch::Lite {
+        factor: 4,
+        channels: 8,
+        blocks: 1,
+        context: 2,
+    };
+    let mut cfg = tiny_config(grown_arch);
+    cfg.seed = 99;
+    let mut t = Trainer::from_model(&path, &cfg).unwrap();
+    let x = Tensor::rand([1, 3, 32, 48], (Kind::Float, tch::Device::Cpu));
+    // The grown network derains exactly as the model it grew from...
+    assert!(max_abs(&t.derain(&x), &trained.derain(&x)) < 1e-6);
+    let vars = t.generator(GeneratorOutput::Clean).var_store().variables();
+    assert_eq!(
+        vars["ctx.1.conv2.weight"].abs().max().double_value(&[]),
+        0.0
+    );
+    assert!(vars["ctx.1.conv1.weight"].abs().max().double_value(&[]) > 0.0);
+    // ...and its context blocks learn: after a step the output moves.
+    let before = t.derain(&x);
+    let (rainy, clean) = anlcl_batch(6, 1, 64);
+    t.step_anlcl(&rainy, &clean).unwrap();
+    let vars = t.generator(GeneratorOutput::Clean).var_store().variables();
+    assert!(vars["ctx.0.conv2.weight"].abs().max().double_value(&[]) > 0.0);
+    assert!(max_abs(&t.derain(&x), &before) > 0.0);
+    // Growing is one way only: a model of another size still is refused.
+    let err = Trainer::from_model(
+        &path,
+        &tiny_config(GeneratorArch::Lite {
+            factor: 4,
+            channels: 12,
+            blocks: 1,
+            context: 2,
+        }),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ImportError::Architecture { .. }), "{err}");
 }
 
 #[test]

@@ -291,6 +291,17 @@ fn config_errors_name_the_key() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("data.rainy_downscale"), "{e}");
+    for bad in ["[1]", "[2, 20]"] {
+        let e = RunConfig::parse(
+            CONFIG,
+            "t.toml",
+            None,
+            &[format!("data.extra_downscales={bad}")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("data.extra_downscales"), "{bad}: {e}");
+    }
     let e = RunConfig::parse(CONFIG, "t.toml", None, &["train.batch=0".into()])
         .unwrap_err()
         .to_string();
@@ -299,6 +310,47 @@ fn config_errors_name_the_key() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("stepz"), "{e}");
+}
+
+/// `data.extra_downscales` puts every clean frame in the pool smaller too (the batches change),
+/// leaves out a scale at which no frame holds the crop (80×72 at 4× is below 32 px), and a lite
+/// network with context blocks trains and exports through the same run.
+#[test]
+fn extra_downscales_and_context_blocks_train() {
+    let tmp = tempfile::tempdir().unwrap();
+    data(tmp.path());
+    let base = [
+        "run.steps=2".to_string(),
+        "train.generator={arch=\"lite\",channels=8,blocks=1,context=2}".into(),
+    ];
+    let loss = |extra: &str, name: &str| {
+        let mut sets = base.to_vec();
+        sets.push(format!("data.extra_downscales={extra}"));
+        let cfg = RunConfig::parse(CONFIG, "test", Some(tmp.path()), &sets).unwrap();
+        let s = run::run(&cfg, &tmp.path().join(name), false).unwrap();
+        assert_eq!(s.steps, 2);
+        s.last_loss.unwrap()
+    };
+    let one = loss("[]", "one");
+    let more = loss("[2, 4]", "more");
+    assert_ne!(one, more, "the 2x frames enter the batches");
+    assert_eq!(more, loss("[2]", "two"), "the 4x scale holds no 32 px crop");
+    let onnx = tmp.path().join("ctx.onnx");
+    let status = Command::new(env!("CARGO_BIN_EXE_derain"))
+        .args(["export", "--out"])
+        .arg(&onnx)
+        .arg(tmp.path().join("more"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let card = derain::model::Model::from_path(&onnx)
+        .unwrap()
+        .card()
+        .clone();
+    assert_eq!(
+        card.architecture,
+        "lite(factor=4, channels=8, blocks=1, context=2)"
+    );
 }
 
 #[test]

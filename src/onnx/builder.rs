@@ -332,6 +332,24 @@ impl GraphBuilder {
         weights: &[f32],
         bias: &[f32],
     ) -> String {
+        self.conv2d_dilated(x, prefix, in_c, out_c, k, stride, pad, 1, weights, bias)
+    }
+
+    /// [`GraphBuilder::conv2d`] with the kernel dilated by `dilation`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d_dilated(
+        &mut self,
+        x: &str,
+        prefix: &str,
+        in_c: usize,
+        out_c: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        dilation: usize,
+        weights: &[f32],
+        bias: &[f32],
+    ) -> String {
         let w = self.parameter(
             &format!("{prefix}.weight"),
             &[out_c, in_c, k, k],
@@ -343,7 +361,7 @@ impl GraphBuilder {
             b = self.parameter(&format!("{prefix}.bias"), &[out_c], bias.to_vec());
             inputs.push(b.as_str());
         }
-        let (k, s, p) = (k as i64, stride as i64, pad as i64);
+        let (k, s, p, d) = (k as i64, stride as i64, pad as i64, dilation as i64);
         self.node1(
             "Conv",
             &inputs,
@@ -351,7 +369,7 @@ impl GraphBuilder {
                 Attr::ints("kernel_shape", &[k, k]),
                 Attr::ints("strides", &[s, s]),
                 Attr::ints("pads", &[p, p, p, p]),
-                Attr::ints("dilations", &[1, 1]),
+                Attr::ints("dilations", &[d, d]),
                 Attr::int("group", 1),
             ],
         )

@@ -93,6 +93,22 @@ impl<'a> NetWriter<'a> {
         self.g.conv2d(x, name, cin, cout, k, stride, pad, &w, &b)
     }
 
+    /// 3×3 convolution `name` at stride 1 dilated by `dilation` (padding likewise, so H and W
+    /// stay).
+    pub fn conv_dilated(
+        &mut self,
+        x: &str,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        dilation: usize,
+    ) -> String {
+        let (w, b) = self.params(name, [cout, cin, 3, 3], cout);
+        self.macs += self.scale * (9 * cin * cout) as f64;
+        self.g
+            .conv2d_dilated(x, name, cin, cout, 3, 1, dilation, dilation, &w, &b)
+    }
+
     /// Transposed 3×3 stride-2 convolution `name` (weight IOHW) doubling H and W; a transposed
     /// convolution counts k²·in·out MACs per input position.
     pub fn conv_up(&mut self, x: &str, name: &str, cin: usize, cout: usize) -> String {

@@ -95,6 +95,10 @@ pub enum GeneratorArch {
         /// Residual blocks.
         #[serde(default = "default_lite_blocks")]
         blocks: usize,
+        /// Dilated residual blocks after them (dilation 2, 4, 8, ...): field of view for telling
+        /// a scene's long straight lines from short streaks (0 in configs written before them).
+        #[serde(default)]
+        context: usize,
     },
 }
 
@@ -152,10 +156,12 @@ impl GeneratorArch {
                 factor,
                 channels,
                 blocks,
+                context,
             } => LiteConfig {
                 factor,
                 channels,
                 blocks,
+                context,
             }
             .architecture(),
         }
@@ -190,10 +196,12 @@ impl GeneratorArch {
                 factor,
                 channels,
                 blocks,
+                context,
             } => LiteConfig {
                 factor,
                 channels,
                 blocks,
+                context,
             }
             .mac_per_pixel(),
         }
@@ -578,12 +586,14 @@ impl TrainConfig {
                 factor,
                 channels,
                 blocks,
+                context,
             } => {
                 if factor != 2 && factor != 4 {
                     return Err(out_of_range("generator.factor", factor, "2 or 4"));
                 }
                 range("generator.channels", channels, 1, 1024)?;
                 range("generator.blocks", blocks, 0, 64)?;
+                range("generator.context", context, 0, 6)?;
             }
         }
         range("discriminator.base", self.discriminator.base, 1, 512)?;
@@ -715,7 +725,8 @@ mod tests {
             GeneratorArch::Lite {
                 factor: 4,
                 channels: 24,
-                blocks: 3
+                blocks: 3,
+                context: 0
             }
         );
         let cfg = TrainConfig::from_toml_str("[generator]\narch = \"fullres\"\n", "t").unwrap();

@@ -111,11 +111,13 @@ pub fn generator_model(generator: &Generator, card: &ModelCard) -> Result<ModelP
                 factor,
                 channels,
                 blocks,
+                context,
             } => onnx::lite(
                 &LiteConfig {
                     factor,
                     channels,
                     blocks,
+                    context,
                 },
                 card,
                 &mut weights,
@@ -243,6 +245,13 @@ mod tests {
                 factor: 2,
                 channels: 6,
                 blocks: 2,
+                context: 0,
+            },
+            GeneratorArch::Lite {
+                factor: 2,
+                channels: 6,
+                blocks: 1,
+                context: 2,
             },
         ] {
             let cfg = TrainConfig {

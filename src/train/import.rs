@@ -10,6 +10,10 @@
 //!   gives `clip(O − y)` and G_R gives `tanh(y)` of the same raw output `y`, so G_R starts at
 //!   G_B's own rain estimate (`tanh(y) ≈ y` for rain values), which is what stage 1 trains both
 //!   towards. For the other architectures G_R keeps its fresh initialisation (a warning says so).
+//! - A lite generator with context blocks may start from the same lite network without them
+//!   (e.g. the shipped `derain-lite.onnx`): the context blocks' second convolutions start at
+//!   zero, so each block passes its input through and the grown network starts as the model
+//!   it grew from, with the new blocks' first convolutions ready to learn.
 //! - The momentum copy of G_B and its frozen stage-start copy take G_B's weights; the
 //!   discriminator and heads start fresh, as they do after a stage 1 without the adversarial
 //!   term (`run.init_discriminator` can bring a trained D from a checkpoint).
@@ -154,7 +158,25 @@ impl Trainer {
         }
         let want = config.generator.describe();
         let got = &model.card().architecture;
-        if !got.is_empty() && *got != want {
+        // Growing a lite network by context blocks: the model is the config's without them.
+        let grows = match config.generator {
+            GeneratorArch::Lite {
+                factor,
+                channels,
+                blocks,
+                context,
+            } if context > 0 => {
+                *got == GeneratorArch::Lite {
+                    factor,
+                    channels,
+                    blocks,
+                    context: 0,
+                }
+                .describe()
+            }
+            _ => false,
+        };
+        if !got.is_empty() && *got != want && !grows {
             return Err(ImportError::Architecture {
                 path: p(),
                 model: got.clone(),
@@ -166,6 +188,12 @@ impl Trainer {
             Trainer::new(config).map_err(|source| ImportError::Trainer { path: p(), source })?;
         let _guard = tch::no_grad_guard();
         for (name, mut t) in trainer.gen_b.var_store().variables() {
+            if grows && name.starts_with("ctx.") {
+                if name.contains(".conv2.") {
+                    let _ = t.zero_();
+                }
+                continue;
+            }
             let w = weights.get(&name).ok_or_else(|| ImportError::Parameter {
                 path: p(),
                 name: name.clone(),
@@ -183,6 +211,13 @@ impl Trainer {
                 });
             }
             t.copy_(&w.to_kind(Kind::Float).to_device(t.device()));
+        }
+        if grows {
+            log::info!(
+                "model '{}' is {got}: the {want} generator starts as it, its context blocks as \
+                 identities",
+                path.display()
+            );
         }
         let online = trainer.gen_b.var_store().variables();
         let copy_into = |net: &dyn Network| {

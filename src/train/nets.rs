@@ -58,6 +58,7 @@ struct Conv {
     b: Tensor,
     stride: i64,
     pad: i64,
+    dilation: i64,
 }
 
 impl Conv {
@@ -79,12 +80,22 @@ impl Conv {
             b: init.uniform(&p, "bias", &[cout], fan_in),
             stride,
             pad,
+            dilation: 1,
+        }
+    }
+
+    /// A 3×3 convolution at stride 1 dilated by `d` (padding `d`: H and W stay).
+    fn dilated(p: &nn::Path<'_>, name: &str, c: i64, d: i64, init: &mut ParamInit) -> Self {
+        Self {
+            pad: d,
+            dilation: d,
+            ..Self::new(p, name, c, c, 3, 1, d, init)
         }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let (s, p) = (self.stride, self.pad);
-        x.conv2d(&self.w, Some(&self.b), [s, s], [p, p], [1, 1], 1)
+        let (s, p, d) = (self.stride, self.pad, self.dilation);
+        x.conv2d(&self.w, Some(&self.b), [s, s], [p, p], [d, d], 1)
     }
 }
 
@@ -382,25 +393,42 @@ struct LiteNet {
     factor: i64,
     channels: i64,
     head: Conv,
+    /// The residual blocks, then the dilated context blocks (same form).
     res: Vec<(Conv, Conv)>,
     tail: Conv,
 }
 
 impl LiteNet {
-    fn new(p: &nn::Path<'_>, factor: i64, c: i64, blocks: i64, init: &mut ParamInit) -> Self {
+    /// `blocks`: plain residual blocks and context blocks ([`crate::onnx::LiteConfig`]).
+    fn new(
+        p: &nn::Path<'_>,
+        factor: i64,
+        c: i64,
+        (blocks, context): (i64, usize),
+        init: &mut ParamInit,
+    ) -> Self {
         let k = 3 * factor * factor;
+        let head = Conv::new(p, "head", k, c, 3, 1, 1, init);
+        let mut res: Vec<(Conv, Conv)> = (0..blocks)
+            .map(|i| {
+                (
+                    Conv::new(p, &format!("res.{i}.conv1"), c, c, 3, 1, 1, init),
+                    Conv::new(p, &format!("res.{i}.conv2"), c, c, 3, 1, 1, init),
+                )
+            })
+            .collect();
+        for i in 0..context {
+            let d = crate::onnx::LiteConfig::dilation(i) as i64;
+            res.push((
+                Conv::dilated(p, &format!("ctx.{i}.conv1"), c, d, init),
+                Conv::dilated(p, &format!("ctx.{i}.conv2"), c, d, init),
+            ));
+        }
         Self {
             factor,
             channels: c,
-            head: Conv::new(p, "head", k, c, 3, 1, 1, init),
-            res: (0..blocks)
-                .map(|i| {
-                    (
-                        Conv::new(p, &format!("res.{i}.conv1"), c, c, 3, 1, 1, init),
-                        Conv::new(p, &format!("res.{i}.conv2"), c, c, 3, 1, 1, init),
-                    )
-                })
-                .collect(),
+            head,
+            res,
             tail: Conv::new(p, "tail", c, k, 3, 1, 1, init),
         }
     }
@@ -485,11 +513,12 @@ impl Generator {
                 factor,
                 channels,
                 blocks,
+                context,
             } => GenNet::Lite(LiteNet::new(
                 &p,
                 factor as i64,
                 channels as i64,
-                blocks as i64,
+                (blocks as i64, context),
                 init,
             )),
         };
@@ -903,11 +932,13 @@ mod tests {
                     factor: 2,
                     channels: 5,
                     blocks: 2,
+                    context: 2,
                 },
                 LiteConfig {
                     factor: 2,
                     channels: 5,
                     blocks: 2,
+                    context: 2,
                 }
                 .parameter_shapes(),
             ),
@@ -936,6 +967,7 @@ mod tests {
                 factor: 4,
                 channels: 8,
                 blocks: 2,
+                context: 1,
             },
         ] {
             for output in [GeneratorOutput::Clean, GeneratorOutput::Rain] {

@@ -80,6 +80,12 @@ pub struct DataConfig {
     /// ones with `rainy_downscale = 1`). Absent: `downscale`, right for a fleet whose clean and
     /// rainy drives come from the same cameras.
     pub rainy_downscale: Option<u32>,
+    /// Each clean frame also enters the pool downscaled by each of these factors (on top of
+    /// `downscale`), so that the generator sees scene structure as densely packed as in a
+    /// small or wide-angle frame (a 1280×720 drive at 4× carries a Rain12-sized photo's detail
+    /// per pixel). Frames that get smaller than the crop at a factor are left out at it.
+    /// Empty (the default): one scale.
+    pub extra_downscales: Vec<u32>,
     /// Every n-th video frame.
     pub stride: usize,
     /// At most this many frames per footage set.
@@ -110,6 +116,7 @@ impl Default for DataConfig {
             scene_line_probability: 0.0,
             downscale: 1,
             rainy_downscale: None,
+            extra_downscales: Vec::new(),
             stride: 1,
             max_frames: None,
             min_scene_change: None,
@@ -369,6 +376,17 @@ impl RunConfig {
         if let Some(r) = d.rainy_downscale.filter(|r| *r == 0 || *r > 16) {
             return Err(format!("data.rainy_downscale must be 1..=16, got {r}"));
         }
+        if let Some(x) = d
+            .extra_downscales
+            .iter()
+            .find(|x| **x < 2 || d.downscale * **x > 16)
+        {
+            return Err(format!(
+                "data.extra_downscales: each factor must be at least 2 and downscale x factor \
+                 at most 16, got {x} (downscale {})",
+                d.downscale
+            ));
+        }
         if d.stride == 0 {
             return Err("data.stride must be at least 1".into());
         }
@@ -421,13 +439,29 @@ impl Data {
     fn load(cfg: &RunConfig) -> Result<(Self, usize), RunError> {
         let crop = cfg.train.crop as u32;
         let seed = cfg.train.seed;
-        let clean = FramePool::load(
+        let mut clean = FramePool::load(
             &cfg.data.clean,
             cfg.footage_options(),
             crop,
             "clean footage",
         )?;
         log::info!("clean footage: {}", clean.summary());
+        for &x in &cfg.data.extra_downscales {
+            let options = FootageOptions {
+                downscale: cfg.data.downscale * x,
+                ..cfg.footage_options()
+            };
+            match FramePool::load(&cfg.data.clean, options, crop, "clean footage") {
+                Ok(more) => {
+                    log::info!("clean footage at {x}x smaller: {} frames", more.len());
+                    clean = clean.merged(&more);
+                }
+                Err(DatasetError::TooSmall { .. }) => {
+                    log::warn!("clean footage at {x}x smaller: no frame holds a {crop}px crop")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         Ok(match cfg.train.stage {
             Stage::Pretrain => {
                 let n = clean.len();

@@ -1157,6 +1157,7 @@ mod tests {
                 factor: 4,
                 channels: 8,
                 blocks: 2,
+                context: 0,
             },
             batch: 2,
             crop: 64,
