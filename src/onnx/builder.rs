@@ -316,28 +316,12 @@ impl GraphBuilder {
         out
     }
 
-    /// 2-D convolution with zero padding `pad` on every side. `weights` are OIHW
+    /// 2-D convolution with zero padding `pad` on every side and the kernel dilated by
+    /// `dilation` (1: a plain convolution). `weights` are OIHW
     /// `[out_c, in_c, k, k]`, stored as `{prefix}.weight`; `bias` (`[out_c]`, or empty for none) as
     /// `{prefix}.bias`. Both count as parameters.
     #[allow(clippy::too_many_arguments)]
     pub fn conv2d(
-        &mut self,
-        x: &str,
-        prefix: &str,
-        in_c: usize,
-        out_c: usize,
-        k: usize,
-        stride: usize,
-        pad: usize,
-        weights: &[f32],
-        bias: &[f32],
-    ) -> String {
-        self.conv2d_dilated(x, prefix, in_c, out_c, k, stride, pad, 1, weights, bias)
-    }
-
-    /// [`GraphBuilder::conv2d`] with the kernel dilated by `dilation`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn conv2d_dilated(
         &mut self,
         x: &str,
         prefix: &str,

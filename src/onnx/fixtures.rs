@@ -67,12 +67,12 @@ pub fn small_conv(seed: u64) -> Vec<u8> {
     let b1 = 1.0 / ((3 * 9) as f32).sqrt();
     let w1 = uniform(&mut rng, HIDDEN * 3 * 9, b1);
     let c1 = uniform(&mut rng, HIDDEN, b1);
-    let h = g.conv2d(&x, "conv1", 3, HIDDEN, 3, 1, 1, &w1, &c1);
+    let h = g.conv2d(&x, "conv1", 3, HIDDEN, 3, 1, 1, 1, &w1, &c1);
     let h = g.relu(&h);
     let b2 = 0.5 / ((HIDDEN * 9) as f32).sqrt();
     let w2 = uniform(&mut rng, 3 * HIDDEN * 9, b2);
     let c2 = uniform(&mut rng, 3, b2);
-    let r = g.conv2d(&h, "conv2", HIDDEN, 3, 3, 1, 1, &w2, &c2);
+    let r = g.conv2d(&h, "conv2", HIDDEN, 3, 3, 1, 1, 1, &w2, &c2);
     g.node("Add", &[&x, &r], &[OUTPUT_NAME], vec![]);
     let mut card = ModelCard::new("small_conv");
     card.architecture = format!("x + conv3x3(relu(conv3x3(x, 3->{HIDDEN})), {HIDDEN}->3)");
@@ -97,20 +97,20 @@ pub fn slow_conv(layers: usize, seed: u64) -> Vec<u8> {
     let b_in = 1.0 / ((3 * 9) as f32).sqrt();
     let w = uniform(&mut rng, C * 3 * 9, b_in);
     let b = uniform(&mut rng, C, b_in);
-    let mut h = g.conv2d(&x, "conv_in", 3, C, 3, 1, 1, &w, &b);
+    let mut h = g.conv2d(&x, "conv_in", 3, C, 3, 1, 1, 1, &w, &b);
     h = g.relu(&h);
     // He-like scale keeps activations from exploding or vanishing however deep the stack is.
     let b_mid = (2.0 / (C * 9) as f32).sqrt();
     for i in 0..layers {
         let w = uniform(&mut rng, C * C * 9, b_mid);
         let b = vec![0.0; C];
-        h = g.conv2d(&h, &format!("conv{i}"), C, C, 3, 1, 1, &w, &b);
+        h = g.conv2d(&h, &format!("conv{i}"), C, C, 3, 1, 1, 1, &w, &b);
         h = g.relu(&h);
     }
     let b_out = 0.1 / ((C * 9) as f32).sqrt();
     let w = uniform(&mut rng, 3 * C * 9, b_out);
     let b = uniform(&mut rng, 3, b_out);
-    let r = g.conv2d(&h, "conv_out", C, 3, 3, 1, 1, &w, &b);
+    let r = g.conv2d(&h, "conv_out", C, 3, 3, 1, 1, 1, &w, &b);
     g.node("Add", &[&x, &r], &[OUTPUT_NAME], vec![]);
     let mut card = ModelCard::new("slow_conv");
     card.architecture = format!("x + conv3x3 stack (3->{C}, {layers}x {C}->{C}, {C}->3)");

@@ -90,7 +90,7 @@ impl<'a> NetWriter<'a> {
         let (w, b) = self.params(name, [cout, cin, k, k], cout);
         self.scale /= (stride * stride) as f64;
         self.macs += self.scale * (k * k * cin * cout) as f64;
-        self.g.conv2d(x, name, cin, cout, k, stride, pad, &w, &b)
+        self.g.conv2d(x, name, cin, cout, k, stride, pad, 1, &w, &b)
     }
 
     /// 3×3 convolution `name` at stride 1 dilated by `dilation` (padding likewise, so H and W
@@ -106,7 +106,7 @@ impl<'a> NetWriter<'a> {
         let (w, b) = self.params(name, [cout, cin, 3, 3], cout);
         self.macs += self.scale * (9 * cin * cout) as f64;
         self.g
-            .conv2d_dilated(x, name, cin, cout, 3, 1, dilation, dilation, &w, &b)
+            .conv2d(x, name, cin, cout, 3, 1, dilation, dilation, &w, &b)
     }
 
     /// Transposed 3×3 stride-2 convolution `name` (weight IOHW) doubling H and W; a transposed
