@@ -158,6 +158,7 @@ fn lite_against_resnet9() {
             factor: 4,
             channels: 32,
             blocks: 3,
+            context: 0,
         },
         ..TrainConfig::default()
     };
