@@ -13,7 +13,7 @@ use image::RgbImage;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::footage::{Footage, FootageError, FootageOptions, FootageSummary};
+use crate::footage::{Footage, FootageError, FootageOptions, FootageSummary, downscale_box};
 use crate::synth::{Effects, LinePattern, Preset, RainRenderer};
 
 /// Errors from building batches.
@@ -84,18 +84,27 @@ impl FramePool {
         self.frames.len()
     }
 
-    /// This pool's frames followed by `other`'s (the summary stays this pool's).
-    pub fn merged(&self, other: &FramePool) -> Self {
-        let frames: Vec<RgbImage> = self
-            .frames
-            .iter()
-            .chain(other.frames.iter())
-            .cloned()
-            .collect();
-        Self {
+    /// This pool's frames followed by a copy of each at every one of `factors` smaller (box
+    /// filter), leaving out the copies below `min_size` on a side; also how many copies went in
+    /// at each factor. The summary stays this pool's (the footage was read once).
+    pub fn with_smaller_copies(&self, factors: &[u32], min_size: u32) -> (Self, Vec<usize>) {
+        let mut frames: Vec<RgbImage> = self.frames.to_vec();
+        let mut added = Vec::with_capacity(factors.len());
+        for &factor in factors {
+            let before = frames.len();
+            frames.extend(
+                self.frames
+                    .iter()
+                    .map(|f| downscale_box(f, factor))
+                    .filter(|f| f.width() >= min_size && f.height() >= min_size),
+            );
+            added.push(frames.len() - before);
+        }
+        let pool = Self {
             frames: frames.into(),
             summary: self.summary.clone(),
-        }
+        };
+        (pool, added)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -403,12 +412,14 @@ mod tests {
     }
 
     #[test]
-    fn merged_pools_hold_both_sets_of_frames() {
-        let small = FramePool::from_frames(vec![RgbImage::new(40, 40)]);
-        let merged = pool().merged(&small);
-        assert_eq!(merged.len(), pool().len() + 1);
-        assert_eq!(merged.frames.last().map(|f| f.dimensions()), Some((40, 40)));
-        assert_eq!(merged.frames[0], pool().frames[0]);
+    fn smaller_copies_follow_the_frames_and_skip_those_below_the_crop() {
+        let frames = FramePool::from_frames(vec![RgbImage::new(80, 80), RgbImage::new(40, 40)]);
+        let (more, added) = frames.with_smaller_copies(&[2, 4], 16);
+        assert_eq!(added, [2, 1], "the 10x10 copy is below the 16 px crop");
+        assert_eq!(more.len(), 5);
+        assert_eq!(more.frames[..2], frames.frames[..]);
+        let sizes: Vec<_> = more.frames[2..].iter().map(|f| f.dimensions()).collect();
+        assert_eq!(sizes, [(40, 40), (20, 20), (20, 20)]);
     }
 
     #[test]

@@ -291,6 +291,15 @@ fn config_errors_name_the_key() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("data.rainy_downscale"), "{e}");
+    let e = RunConfig::parse(
+        CONFIG,
+        "t.toml",
+        None,
+        &["train.generator={arch=\"lite\",context=7}".into()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("generator.context"), "{e}");
     for bad in ["[1]", "[2, 20]"] {
         let e = RunConfig::parse(
             CONFIG,

@@ -12,8 +12,9 @@
 //! with zero padding 1. Parameter names and shapes (weights OIHW), with k = 3f²: `head` k→c then
 //! ReLU; `res.{i}.conv1` c→c, ReLU, `res.{i}.conv2` c→c, plus the block's input; then the context
 //! blocks, the same with both convolutions dilated by 2^(i+1) (padding likewise), named
-//! `ctx.{i}.conv1` and `ctx.{i}.conv2`; `tail` c→k, then depth-to-space to the rain layer r. `clean = clip(rainy − r, 0, 1)`; the rain output (G_R) is
-//! `tanh(r)`. Each has `.weight` and `.bias`.
+//! `ctx.{i}.conv1` and `ctx.{i}.conv2`; `tail` c→k, then depth-to-space to the rain layer r.
+//! `clean = clip(rainy − r, 0, 1)`; the rain output (G_R) is `tanh(r)`. Each has `.weight` and
+//! `.bias`.
 
 use onnx_protobuf::ModelProto;
 

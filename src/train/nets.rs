@@ -87,7 +87,6 @@ impl Conv {
     /// A 3×3 convolution at stride 1 dilated by `d` (padding `d`: H and W stay).
     fn dilated(p: &nn::Path<'_>, name: &str, c: i64, d: i64, init: &mut ParamInit) -> Self {
         Self {
-            pad: d,
             dilation: d,
             ..Self::new(p, name, c, c, 3, 1, d, init)
         }

@@ -439,27 +439,18 @@ impl Data {
     fn load(cfg: &RunConfig) -> Result<(Self, usize), RunError> {
         let crop = cfg.train.crop as u32;
         let seed = cfg.train.seed;
-        let mut clean = FramePool::load(
+        let clean = FramePool::load(
             &cfg.data.clean,
             cfg.footage_options(),
             crop,
             "clean footage",
         )?;
         log::info!("clean footage: {}", clean.summary());
-        for &x in &cfg.data.extra_downscales {
-            let options = FootageOptions {
-                downscale: cfg.data.downscale * x,
-                ..cfg.footage_options()
-            };
-            match FramePool::load(&cfg.data.clean, options, crop, "clean footage") {
-                Ok(more) => {
-                    log::info!("clean footage at {x}x smaller: {} frames", more.len());
-                    clean = clean.merged(&more);
-                }
-                Err(DatasetError::TooSmall { .. }) => {
-                    log::warn!("clean footage at {x}x smaller: no frame holds a {crop}px crop")
-                }
-                Err(e) => return Err(e.into()),
+        let (clean, added) = clean.with_smaller_copies(&cfg.data.extra_downscales, crop);
+        for (x, n) in cfg.data.extra_downscales.iter().zip(added) {
+            match n {
+                0 => log::warn!("clean footage at {x}x smaller: no frame holds a {crop}px crop"),
+                n => log::info!("clean footage at {x}x smaller: {n} frames"),
             }
         }
         Ok(match cfg.train.stage {
