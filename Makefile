@@ -115,6 +115,28 @@ bench-gpu: setup
 		exit 1; }
 	. .deps/gpu.env && $(CARGO) bench -p gst-plugin-derain --features cuda --bench gpu
 
+# The GPU path in one call (issue 30). gpu-bundle: everything scripts/gpu-check.sh needs on an
+# NVIDIA GPU machine without Rust, GStreamer or network (binaries with the cuda and train
+# features, GPU test executables, GStreamer, ONNX Runtime's CPU library, models, a clip), in
+# gpu-bundle/, at most 64 MiB. On the GPU machine: scripts/gpu-check.sh gpu-bundle (report in $OUT).
+.PHONY: gpu-bundle gpu-check-cpu
+gpu-bundle: setup
+	@./scripts/gpu-bundle.sh
+
+# The same check on this CPU, from a copy of the bundle in an empty folder with only the bundle and
+# libtorch (TORCH_LIB, this tree's torch wheel) on the library path: fails when a step that needs
+# no GPU fails, a bad input is not handled or a library is missing. Report in target/gpu-check-cpu/.
+gpu-check-cpu: gpu-bundle
+	@tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; cp -a gpu-bundle "$$tmp/"; \
+	torch="$$(readlink -f .deps/libtorch)"; rm -rf target/gpu-check-cpu; \
+	(cd "$$tmp" && env -i HOME="$$HOME" PATH=/usr/bin:/bin TMPDIR="$${TMPDIR:-/tmp}" GPU_CHECK_CPU=1 \
+	  TORCH_LIB="$$torch/lib" TORCH_PYTHON="$(CURDIR)/.venv/bin/python" OUT="$$tmp/out" \
+	  bash gpu-bundle/gpu-check.sh gpu-bundle); rc=$$?; \
+	mkdir -p target && cp -r "$$tmp/out" target/gpu-check-cpu; \
+	for f in gpu-report.md gpu-report.json; do \
+	  test -s "target/gpu-check-cpu/$$f" || { echo "make gpu-check-cpu: no $$f written" >&2; exit 1; }; done; \
+	echo "make gpu-check-cpu: report in target/gpu-check-cpu/gpu-report.md (exit $$rc)"; exit $$rc
+
 # A model's scores on the held-out dev sets (PSNR-Y/SSIM-Y on three pair sets, NIQE on real rain).
 eval-dev: release
 	@MODEL="$(or $(MODEL),models/derain-lite.onnx)" PROVIDER="$(PROVIDER)" ./scripts/eval-dev.sh
