@@ -9,6 +9,7 @@
 #   gst-plugins/          libgstderain.so (feature cuda) and the few GStreamer plugins the checks use
 #   lib/                  the GStreamer runtime and its dependencies (resolved with ldd, minus
 #                         glibc/libstdc++/libgcc, which every Linux has), ONNX Runtime's CPU library
+#                         xz-compressed (28 MiB -> 8; gpu-check.sh unpacks it)
 #   tests/                the GPU test executables (tests/gpu.rs, tests/train_gpu.rs,
 #                         plugins/gst-derain/tests/gpu.rs), run with --ignored
 #   models/ configs/      the shipped models, the two stage-1 configs the training check uses
