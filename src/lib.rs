@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod model;
 pub mod onnx;
 pub mod plot;
+pub mod raindetect;
 pub mod rainscore;
 pub mod runtime;
 pub mod stills;

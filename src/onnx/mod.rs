@@ -11,6 +11,7 @@ pub mod fp16;
 pub mod fullres;
 pub mod lite;
 mod net;
+mod raindet;
 pub mod resnet9;
 
 pub use builder::{
@@ -22,6 +23,7 @@ pub use fp16::{Fp16Error, simulate_fp16, to_fp16};
 pub use fullres::{FullResConfig, fullres};
 pub use lite::{LiteConfig, lite};
 pub use net::{GeneratorOutput, RAIN_OUTPUT_NAME};
+pub use raindet::{RainDetectorConfig, rain_detector};
 pub use resnet9::{Resnet9Config, resnet9, resnet9_random, resnet9_with_output};
 
 /// ONNX Runtime helpers for this module's tests.

@@ -19,6 +19,7 @@ pub mod losses;
 pub mod nets;
 pub mod nonlocal;
 pub mod optim;
+pub mod raindet;
 pub mod run;
 pub mod trainer;
 

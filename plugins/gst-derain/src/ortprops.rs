@@ -272,6 +272,11 @@ impl OrtSettings {
         })
     }
 
+    /// The ONNX Runtime library set (`None`: search).
+    pub fn ort_library_path(&self) -> Option<PathBuf> {
+        optional_path(&self.ort_library)
+    }
+
     /// The options a session opens with, once the values are checked.
     pub fn session_options(&self) -> Result<SessionOptions, OpenError> {
         if self.threads > MAX_THREADS {

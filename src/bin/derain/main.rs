@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod eval_cmd;
 mod eval_detect_cmd;
+mod rain_detector_cmd;
 mod rain_score_cmd;
 mod run_cmd;
 mod synth_cmd;
@@ -48,6 +49,9 @@ enum Command {
     /// The per-frame rain score: fit it, measure it (ROC AUC dry vs rainy), print it per frame.
     #[command(subcommand)]
     RainScore(rain_score_cmd::RainScoreCmd),
+    /// The learned rain detector: train it, measure it (ROC AUC dry vs rainy), print its scores.
+    #[command(subcommand)]
+    RainDetector(rain_detector_cmd::RainDetectorCmd),
     /// Train deraining generators on footage (ANLCL; needs a build with the `train` feature).
     Train(train_cmd::TrainArgs),
     /// Export a trained generator from a run or checkpoint to ONNX, with its model card.
@@ -104,11 +108,25 @@ fn run(cli: Cli) -> Result<()> {
         Command::Synth(args) => synth_cmd::run(args)?,
         Command::Eval(args) => eval_cmd::run(args)?,
         Command::RainScore(cmd) => rain_score_cmd::run(cmd)?,
+        Command::RainDetector(cmd) => rain_detector_cmd::run(cmd)?,
         Command::Run(args) => run_cmd::run(args)?,
         Command::EvalDetect(args) => eval_detect_cmd::run(args)?,
         Command::Train(args) => train_cmd::train(args)?,
         Command::Export(args) => train_cmd::export(args)?,
         Command::Info { model } => {
+            let bytes = std::fs::read(&model)
+                .with_context(|| format!("cannot read {}", model.display()))?;
+            if let Ok((card, threshold)) = derain::raindetect::read_card(&bytes) {
+                println!("name:         {} (a rain detector)", card.name);
+                println!("architecture: {}", card.architecture);
+                println!("parameters:   {}", card.parameters);
+                println!("threshold:    {threshold:.3}");
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&card).context("formatting card")?
+                );
+                return Ok(());
+            }
             let m = Model::from_path(&model)?;
             if !m.has_card() {
                 println!("{}: no model card in the file", m.origin());

@@ -29,6 +29,7 @@ use gst_video::subclass::prelude::*;
 
 use derain::frame::{self, FrameLayout, PixelFormat, YuvColorimetry, YuvMatrix};
 use derain::model::{Model, ModelError};
+use derain::raindetect::RainDetector;
 use derain::rainscore::RainScoreModel;
 use derain::runtime::Generator;
 
@@ -37,8 +38,8 @@ use crate::ortprops::{
 };
 
 use super::latency::LatencyEstimate;
-use super::weather::{self, Hysteresis};
-use super::{Bypass, DropPolicy, RAIN_META_NAME};
+use super::weather::{self, Hysteresis, Scorer};
+use super::{Bypass, DropPolicy, RAIN_META_NAME, WeatherSource};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -62,12 +63,20 @@ const WORDING: Wording = Wording {
 /// 12 bytes a pixel (800 MB here); caps beyond this come from corrupt streams, not cameras, and
 /// allocating for them would abort the process.
 const MAX_PIXELS: usize = 8192 * 8192;
-/// The shipped rain score model (embedded in the library), parsed once.
+/// The hand-made rain score (embedded in the library), parsed once: the weather signal when no
+/// rain detector network is set or embedded.
 static SCORE_MODEL: LazyLock<Result<RainScoreModel, String>> =
     LazyLock::new(|| RainScoreModel::shipped().map_err(|e| e.to_string()));
 
-/// The default `rain-threshold`: the shipped score model's.
+/// The default `rain-threshold`: the embedded rain detector's (its card's), else the hand-made
+/// score's.
 fn default_rain_threshold() -> f64 {
+    if let Some(t) = derain::raindetect::embedded()
+        .and_then(|b| derain::raindetect::read_card(b).ok())
+        .map(|(_, t)| t)
+    {
+        return t;
+    }
     SCORE_MODEL.as_ref().map_or(0.5, |m| m.threshold)
 }
 
@@ -132,7 +141,11 @@ struct Settings {
     stats_interval_ms: u32,
     rain_level: bool,
     bypass: Bypass,
-    rain_threshold: f64,
+    /// `None`: the rain detector's own threshold (its card's).
+    rain_threshold: Option<f64>,
+    /// `None`: the embedded detector.
+    rain_detector: Option<std::path::PathBuf>,
+    weather_source: WeatherSource,
     rain_enter: u32,
     rain_leave: u32,
     score_interval: u32,
@@ -147,8 +160,10 @@ impl Default for Settings {
             max_lateness_ms: DEFAULT_MAX_LATENESS_MS,
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
             rain_level: true,
-            bypass: Bypass::Never,
-            rain_threshold: default_rain_threshold(),
+            bypass: Bypass::default(),
+            rain_threshold: None,
+            rain_detector: None,
+            weather_source: WeatherSource::default(),
             rain_enter: weather::DEFAULT_RAIN_ENTER,
             rain_leave: weather::DEFAULT_RAIN_LEAVE,
             score_interval: weather::DEFAULT_SCORE_INTERVAL,
@@ -189,6 +204,11 @@ struct Stats {
     last_rain_level: f64,
     /// The weather mode and its hysteresis (tracked with either `bypass` setting).
     weather: Hysteresis,
+    /// The running rain detector's threshold (its card's).
+    detector_threshold: Option<f64>,
+    /// The weather the application set (`set-weather`), waiting for its running time: applied
+    /// to the first frame at or after it (`None`: the next frame), in the order given.
+    app_weather: std::collections::VecDeque<(Option<gst::ClockTime>, bool)>,
     /// Frames still to pass before the next is scored (0: score the next one).
     until_score: u32,
     /// A flush, caps change or new stream happened: the next frame starts the hysteresis over.
@@ -246,7 +266,8 @@ struct State {
     live: Option<bool>,
     /// Frames cross to the GPU once and are converted there (`cuda` feature, GPU provider).
     gpu_frames: bool,
-    score_model: RainScoreModel,
+    /// What scores every `score-interval`-th input frame.
+    detector: Scorer,
 }
 
 /// What the rain score says about one input frame (see `Derain::weigh`).
@@ -739,7 +760,7 @@ impl Derain {
     /// hysteresis with it, and says whether the frame bypasses the network. Cheap: the score
     /// reads the input planes 2x2-binned, the network is not involved.
     fn weigh(&self, inbuf: &gst::BufferRef) -> Result<Verdict, gst::FlowError> {
-        let (bypass, threshold, enter, leave, interval) = {
+        let (bypass, threshold, enter, leave, interval, source) = {
             let s = lock(&self.settings);
             (
                 s.bypass,
@@ -747,15 +768,18 @@ impl Derain {
                 s.rain_enter,
                 s.rain_leave,
                 s.score_interval.max(1),
+                s.weather_source,
             )
         };
+        let application = source == WeatherSource::Application;
         // A discontinuity, flush, caps change or new stream: what was seen before says nothing
         // about these frames, so the hysteresis starts over (in rain) and this frame is scored.
         let discont = inbuf.flags().contains(gst::BufferFlags::DISCONT);
         let (was_raining, due) = {
             let mut st = lock(&self.stats);
             let was_raining = st.weather.raining;
-            if discont || std::mem::take(&mut st.reset_pending) {
+            // The application's weather holds across discontinuities: it knows, we do not.
+            if (discont || std::mem::take(&mut st.reset_pending)) && !application {
                 st.weather = Hysteresis::default();
                 st.until_score = 0;
             }
@@ -769,18 +793,35 @@ impl Derain {
         };
         let started = Instant::now();
         let score = if due { self.score(inbuf)? } else { None };
+        let running_time = self.running_time(inbuf);
 
         let mut st = lock(&self.stats);
         st.score_time = started.elapsed();
+        let threshold = threshold.or(st.detector_threshold).unwrap_or(0.5);
         if let Some(score) = score {
             st.last_rain_level = score;
-            st.weather.observe(score > threshold, enter, leave);
+            if !application {
+                st.weather.observe(score > threshold, enter, leave);
+            }
+        }
+        if application {
+            // Every weather the application set for this frame's time or earlier, in order.
+            while let Some(&(at, raining)) = st.app_weather.front() {
+                let due = match (at, running_time) {
+                    (Some(at), Some(now)) => now >= at,
+                    _ => true,
+                };
+                if !due {
+                    break;
+                }
+                st.app_weather.pop_front();
+                st.weather.set(raining);
+            }
         }
         let raining = st.weather.raining;
         let score = st.last_rain_level;
         drop(st);
         let message = (raining != was_raining).then(|| {
-            let running_time = self.running_time(inbuf);
             gst::info!(
                 CAT,
                 imp = self,
@@ -793,6 +834,14 @@ impl Derain {
                     .field("weather", weather::weather_name(raining))
                     .field("score", score)
                     .field("running-time", running_time)
+                    .field(
+                        "source",
+                        if application {
+                            "application"
+                        } else {
+                            "detector"
+                        },
+                    )
                     .build(),
             )
             .src(&*self.obj())
@@ -805,14 +854,126 @@ impl Derain {
         })
     }
 
+    /// The `set-weather` action signal: `weather` ("rain" or "dry") applies from the first frame
+    /// whose running time is at or after `at` (nanoseconds; `u64::MAX`, GST_CLOCK_TIME_NONE, for
+    /// the next frame), with weather-source=application. An unknown word is a warning that
+    /// changes nothing; returns whether the weather was taken.
+    fn set_weather(&self, weather: &str, at: u64) -> bool {
+        let raining = match weather.trim().to_ascii_lowercase().as_str() {
+            "rain" | "rainy" | "wet" => true,
+            "dry" => false,
+            other => {
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "set-weather: unknown weather '{other}' (use rain or dry): nothing changed"
+                );
+                return false;
+            }
+        };
+        if lock(&self.settings).weather_source != WeatherSource::Application {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "set-weather '{weather}' taken, but weather-source is detector: it applies once \
+                 weather-source=application"
+            );
+        }
+        let at = (at != u64::MAX).then(|| gst::ClockTime::from_nseconds(at));
+        gst::debug!(CAT, imp = self, "set-weather {weather} at {}", at.display());
+        lock(&self.stats).app_weather.push_back((at, raining));
+        true
+    }
+
+    /// Opens what scores the weather: the rain detector `settings` name, else the embedded
+    /// detector network, else the hand-made score. A file that cannot be used is an error
+    /// naming it and the reason.
+    fn open_detector(&self, settings: &Settings) -> Result<Scorer, gst::ErrorMessage> {
+        let options = derain::runtime::SessionOptions {
+            ort_library: settings.session.ort_library_path(),
+            ..Default::default()
+        };
+        let opened = match &settings.rain_detector {
+            Some(path) => {
+                RainDetector::from_path(path, &options).map(|d| Scorer::Network(Box::new(d)))
+            }
+            None if derain::raindetect::embedded().is_some() => {
+                RainDetector::shipped(&options).map(|d| Scorer::Network(Box::new(d)))
+            }
+            None => {
+                let model = SCORE_MODEL.as_ref().map_err(|e| {
+                    gst::error_msg!(gst::LibraryError::Init, ["the embedded rain score: {}", e])
+                })?;
+                return Ok(Scorer::Features(model.clone()));
+            }
+        };
+        let scorer =
+            opened.map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["{}", e]))?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "rain scored by '{}' (threshold {:.3})",
+            scorer.origin(),
+            scorer.threshold()
+        );
+        Ok(scorer)
+    }
+
+    /// Loads the rain detector at `path` while running and swaps it in; a detector that cannot
+    /// be used leaves the running one in place with a warning on the bus.
+    fn swap_detector(&self, path: Option<std::path::PathBuf>) {
+        let ort_library = lock(&self.settings).session.ort_library_path();
+        let options = derain::runtime::SessionOptions {
+            ort_library,
+            ..Default::default()
+        };
+        let opened = match &path {
+            Some(p) => RainDetector::from_path(p, &options).map(|d| Scorer::Network(Box::new(d))),
+            None if derain::raindetect::embedded().is_some() => {
+                RainDetector::shipped(&options).map(|d| Scorer::Network(Box::new(d)))
+            }
+            None => match SCORE_MODEL.as_ref() {
+                Ok(m) => Ok(Scorer::Features(m.clone())),
+                Err(e) => Err(derain::raindetect::RainDetectorError::Model {
+                    origin: "embedded rain score".into(),
+                    problem: e.clone(),
+                }),
+            },
+        };
+        match opened {
+            Ok(d) => {
+                let threshold = d.threshold();
+                let mut guard = lock(&self.state);
+                if let Some(state) = guard.as_mut() {
+                    gst::info!(CAT, imp = self, "rain now scored by '{}'", d.origin());
+                    state.detector = d;
+                    drop(guard);
+                    lock(&self.stats).detector_threshold = Some(threshold);
+                }
+            }
+            Err(e) => {
+                gst::warning!(CAT, imp = self, "{e}: the running detector stays");
+                self.post(
+                    gst::message::Warning::builder(
+                        gst::ResourceError::OpenRead,
+                        &format!("{e}: the running rain detector stays"),
+                    )
+                    .src(&*self.obj())
+                    .build(),
+                );
+            }
+        }
+    }
+
     /// The rain score of one input frame, from its planes 2x2-binned; `None` (the last score
     /// stands) for a frame whose planes do not fit the caps.
     fn score(&self, inbuf: &gst::BufferRef) -> Result<Option<f64>, gst::FlowError> {
-        let guard = lock(&self.state);
-        let state = guard.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
+        let mut guard = lock(&self.state);
+        let state = guard.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
         let (Some(layout), Some(info)) = (state.layout, state.info.as_ref()) else {
             return Err(gst::FlowError::NotNegotiated);
         };
+        let detector = &mut state.detector;
         let frame =
             gst_video::VideoFrameRef::from_buffer_ref_readable(inbuf, info).map_err(|_| {
                 gst::element_imp_error!(
@@ -836,7 +997,13 @@ impl Derain {
             );
             return Ok(None);
         };
-        Ok(Some(state.score_model.score(&binned)))
+        match detector.score(&binned) {
+            Ok(score) => Ok(Some(score)),
+            Err(e) => {
+                gst::warning!(CAT, imp = self, "{e}: score kept");
+                Ok(None)
+            }
+        }
     }
 
     /// Posts `message`; fails only without a bus (element outside a pipeline): nobody to tell.
@@ -1027,6 +1194,31 @@ impl ObjectSubclass for Derain {
 }
 
 impl ObjectImpl for Derain {
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
+            vec![
+                // g_signal_emit_by_name(derain, "set-weather", "rain", running_time, &accepted)
+                glib::subclass::Signal::builder("set-weather")
+                    .param_types([String::static_type(), u64::static_type()])
+                    .return_type::<bool>()
+                    .action()
+                    .class_handler(|args| {
+                        let element = args[0].get::<super::Derain>().ok()?;
+                        let weather = args[1].get::<Option<String>>().ok().flatten();
+                        let at = args[2].get::<u64>().unwrap_or(u64::MAX);
+                        Some(
+                            element
+                                .imp()
+                                .set_weather(weather.as_deref().unwrap_or(""), at)
+                                .to_value(),
+                        )
+                    })
+                    .build(),
+            ]
+        });
+        SIGNALS.as_ref()
+    }
+
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             let mut props = OrtSettings::properties(&WORDING, Mutable::Playing);
@@ -1059,9 +1251,19 @@ impl ObjectImpl for Derain {
                     .blurb("never: run the network on every frame; dry: while the weather is dry (see rain-threshold, rain-enter, rain-leave) pass frames through untouched without running the network. Default never while the shipped rain score is not trustworthy (ROC AUC 0.92); it becomes dry once one is")
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecString::builder("rain-detector")
+                    .nick("Rain detector")
+                    .blurb("Path of the rain detector (ONNX, card kind 'rain-detector'); empty uses the embedded one. A file that cannot be used stops the start with an error naming it; set while playing, it is loaded at once, or refused with a warning while the running one stays")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("weather-source", WeatherSource::Detector)
+                    .nick("Weather source")
+                    .blurb("detector: the rain detector's score through the hysteresis decides the weather; application: the application does, with the set-weather action signal (e.g. from the car's wiper or rain sensor), and the detector still scores every scored frame into the meta")
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecDouble::builder("rain-threshold")
                     .nick("Rain threshold")
-                    .blurb("A frame whose rain score is above this counts as rainy (0..1; default: the shipped score model's threshold; 1 = always dry)")
+                    .blurb("A frame whose rain score is above this counts as rainy (0..1; default: the running rain detector's own threshold, from its card; 1 = always dry)")
                     .minimum(0.0)
                     .maximum(1.0)
                     .default_value(default_rain_threshold())
@@ -1189,9 +1391,22 @@ impl ObjectImpl for Derain {
             }
             "rain-level" => s.rain_level = value.get().unwrap_or(true),
             "bypass" => s.bypass = value.get().unwrap_or_default(),
-            "rain-threshold" => {
-                s.rain_threshold = value.get().unwrap_or_else(|_| default_rain_threshold())
+            "rain-threshold" => s.rain_threshold = value.get().ok(),
+            "rain-detector" => {
+                let path = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .filter(|p| !p.is_empty())
+                    .map(std::path::PathBuf::from);
+                s.rain_detector = path.clone();
+                drop(s);
+                if lock(&self.stats).running {
+                    self.swap_detector(path);
+                }
+                return;
             }
+            "weather-source" => s.weather_source = value.get().unwrap_or_default(),
             "rain-enter" => s.rain_enter = value.get().unwrap_or(weather::DEFAULT_RAIN_ENTER),
             "rain-leave" => s.rain_leave = value.get().unwrap_or(weather::DEFAULT_RAIN_LEAVE),
             "score-interval" => {
@@ -1227,7 +1442,20 @@ impl ObjectImpl for Derain {
             "stats-interval" => s.stats_interval_ms.to_value(),
             "rain-level" => s.rain_level.to_value(),
             "bypass" => s.bypass.to_value(),
-            "rain-threshold" => s.rain_threshold.to_value(),
+            "rain-threshold" => {
+                let running = lock(&self.stats).detector_threshold;
+                s.rain_threshold
+                    .or(running)
+                    .unwrap_or_else(default_rain_threshold)
+                    .to_value()
+            }
+            "rain-detector" => s
+                .rain_detector
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+                .to_value(),
+            "weather-source" => s.weather_source.to_value(),
             "rain-enter" => s.rain_enter.to_value(),
             "rain-leave" => s.rain_leave.to_value(),
             "score-interval" => s.score_interval.to_value(),
@@ -1298,9 +1526,6 @@ impl BaseTransformImpl for Derain {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
-        let score_model = SCORE_MODEL.as_ref().map_err(|e| {
-            gst::error_msg!(gst::LibraryError::Init, ["the embedded rain score: {}", e])
-        })?;
         if settings.max_lateness_ms == 0 {
             return Err(gst::error_msg!(
                 gst::ResourceError::Settings,
@@ -1331,9 +1556,14 @@ impl BaseTransformImpl for Derain {
                 "frames cross to the GPU once and are converted there"
             );
         }
+        let detector = self.open_detector(&settings)?;
         {
             let mut stats = lock(&self.stats);
+            // Weather the application set before the start still applies.
+            let app_weather = std::mem::take(&mut stats.app_weather);
             *stats = Stats::default();
+            stats.app_weather = app_weather;
+            stats.detector_threshold = Some(detector.threshold());
             stats.running = true;
             stats.active_provider = generator.provider().to_string();
             stats.gpu_frames = gpu_frames;
@@ -1348,7 +1578,7 @@ impl BaseTransformImpl for Derain {
             tensor: Vec::new(),
             live: None,
             gpu_frames,
-            score_model: score_model.clone(),
+            detector,
         });
         // From here on a session setting starts a reload; one set while this one opened does
         // now (the property never names a model that does not run).

@@ -62,6 +62,27 @@ pub enum Bypass {
     Dry = 1,
 }
 
+/// Where the element's weather comes from (the `weather-source` property).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstDerainWeatherSource")]
+pub enum WeatherSource {
+    /// The rain detector's score, through the hysteresis (`rain-enter`, `rain-leave`).
+    #[default]
+    #[enum_value(
+        name = "The rain detector's score, through the hysteresis",
+        nick = "detector"
+    )]
+    Detector = 0,
+    /// The application, through the `set-weather` action signal (a wiper state or rain sensor
+    /// read from the car's bus); the detector still scores frames into the meta.
+    #[enum_value(
+        name = "The application, through the set-weather action signal (the detector still scores every frame)",
+        nick = "application"
+    )]
+    Application = 1,
+}
+
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     if !gst::meta::CustomMeta::is_registered(RAIN_META_NAME) {
         gst::meta::CustomMeta::register_simple(RAIN_META_NAME);

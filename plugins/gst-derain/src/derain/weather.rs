@@ -3,7 +3,42 @@
 //! (`rain` or `dry`) that does not flap.
 
 use derain::frame::{FrameLayout, PixelFormat, YuvDecode};
-use derain::rainscore::Binned;
+use derain::raindetect::{RainDetector, RainDetectorError};
+use derain::rainscore::{Binned, RainScoreModel};
+
+/// What scores a frame's weather: the rain detector network (the `rain-detector` property, or
+/// one embedded in the build), or the hand-made ten-feature score that builds without an
+/// embedded detector fall back to.
+pub enum Scorer {
+    Network(Box<RainDetector>),
+    Features(RainScoreModel),
+}
+
+impl Scorer {
+    /// The frame's rain score in [0, 1].
+    pub fn score(&mut self, b: &Binned) -> Result<f64, RainDetectorError> {
+        match self {
+            Scorer::Network(d) => d.score(b),
+            Scorer::Features(m) => Ok(m.score(b)),
+        }
+    }
+
+    /// The score above which a frame is called rainy, as shipped with the scorer.
+    pub fn threshold(&self) -> f64 {
+        match self {
+            Scorer::Network(d) => d.threshold(),
+            Scorer::Features(m) => m.threshold,
+        }
+    }
+
+    /// What scores, for messages.
+    pub fn origin(&self) -> &str {
+        match self {
+            Scorer::Network(d) => d.origin(),
+            Scorer::Features(_) => "the hand-made rain score",
+        }
+    }
+}
 
 /// Frames a rainy score must persist before the element calls it rain. Small: entering rain late
 /// passes rainy frames through with their rain, the harmful side, so three frames (0.1 s at 30 fps)
@@ -50,6 +85,13 @@ impl Default for Hysteresis {
 }
 
 impl Hysteresis {
+    /// Sets the mode outright (the application's weather), forgetting any run of disagreeing
+    /// frames.
+    pub fn set(&mut self, raining: bool) {
+        self.raining = raining;
+        self.run = 0;
+    }
+
     /// Takes the verdict of one scored frame; returns whether the mode changed.
     pub fn observe(&mut self, rainy: bool, enter: u32, leave: u32) -> bool {
         if rainy == self.raining {
