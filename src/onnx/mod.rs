@@ -23,7 +23,7 @@ pub use fp16::{Fp16Error, simulate_fp16, to_fp16};
 pub use fullres::{FullResConfig, fullres};
 pub use lite::{LiteConfig, lite};
 pub use net::{GeneratorOutput, RAIN_OUTPUT_NAME};
-pub use raindet::{RainDetectorConfig, rain_detector};
+pub use raindet::{RainDetectorConfig, constant_rain_detector, rain_detector};
 pub use resnet9::{Resnet9Config, resnet9, resnet9_random, resnet9_with_output};
 
 /// ONNX Runtime helpers for this module's tests.

@@ -129,3 +129,27 @@ pub fn rain_detector(
     );
     g.finish(DEFAULT_OPSET, card)
 }
+
+/// A rain detector that scores every frame `p` (zero convolutions, the logit in the bias), with
+/// `threshold` in its card: for tests of the detector's consumers.
+pub fn constant_rain_detector(p: f32, threshold: f64) -> Vec<u8> {
+    let config = RainDetectorConfig {
+        channels: vec![4, 4],
+    };
+    let logit = (p / (1.0 - p)).ln();
+    let mut card = ModelCard::new("constant-rain-detector");
+    card.extra
+        .insert("kind".into(), crate::raindetect::KIND.into());
+    card.extra.insert("threshold".into(), threshold.into());
+    let mut weights = |name: &str, shape: &[usize]| {
+        let n = shape.iter().product();
+        if name == "fc.bias" {
+            vec![logit; n]
+        } else {
+            vec![0.0; n]
+        }
+    };
+    let proto = rain_detector(&config, &mut weights, (1.0, 0.0), &card)
+        .unwrap_or_else(|e| panic!("the fixture detector builds: {e}"));
+    super::to_bytes(&proto).unwrap_or_else(|e| panic!("the fixture detector serialises: {e}"))
+}

@@ -550,3 +550,126 @@ pub fn export(
     }
     Ok(crate::onnx::to_bytes(&proto)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raindetect::RainDetector;
+    use crate::runtime::SessionOptions;
+
+    /// A smooth dry scene with a few dark bars.
+    fn scene(seed: u32) -> RgbImage {
+        RgbImage::from_fn(96, 64, |x, y| {
+            let bar = (x + seed * 7) % 23 < 2;
+            let v = if bar {
+                30
+            } else {
+                (60 + x + y + seed * 5) as u8
+            };
+            image::Rgb([v, v.saturating_add(10), v.saturating_add(20)])
+        })
+    }
+
+    fn sources() -> Vec<Source> {
+        let dry: Vec<Sample> = (0..4).map(|i| Sample::from_image(&scene(i))).collect();
+        let rainy: Vec<Sample> = (0..4)
+            .map(|i| Sample::from_image(&synthesize(&scene(i), Preset::Heavy, u64::from(i))))
+            .collect();
+        vec![
+            Source {
+                name: "dry".into(),
+                rainy: false,
+                rendered_over: None,
+                frames: dry,
+            },
+            Source {
+                name: "dry+rendered".into(),
+                rainy: true,
+                rendered_over: Some("dry".into()),
+                frames: rainy,
+            },
+        ]
+    }
+
+    #[test]
+    fn a_few_steps_learn_and_the_onnx_export_scores_as_the_net() {
+        let src = sources();
+        let o = FitOptions {
+            config: RainDetectorConfig {
+                channels: vec![4, 8],
+            },
+            steps: 60,
+            batch: 8,
+            crop: (24, 32),
+            ..FitOptions::default()
+        };
+        let train: Vec<&Source> = src.iter().collect();
+        let (net, loss) = fit(&train, &o).expect("fits");
+        assert!(loss.is_finite() && loss < 0.69, "loss {loss}");
+        let calib = (0.7, -0.2);
+        let bytes = export(&net, calib, ModelCard::new("t"), 0.3).expect("exports");
+        if let Err(e) = crate::runtime::init_ort(None) {
+            eprintln!("skipping the ONNX half: {e}");
+            return;
+        }
+        let mut det = RainDetector::from_bytes(&bytes, "t.onnx", &SessionOptions::default())
+            .expect("the export loads as a detector");
+        assert_eq!(det.threshold(), 0.3);
+        for s in src.iter().flat_map(|s| &s.frames) {
+            let want = calibrated(net.logit(s), calib);
+            let chw: Vec<f32> = (0..3)
+                .flat_map(|c| s.hwc.iter().skip(c).step_by(3).copied())
+                .collect();
+            let got = det
+                .run(&DetectorInput {
+                    width: s.width,
+                    height: s.height,
+                    chw,
+                })
+                .expect("runs");
+            assert!((got - want).abs() < 1e-4, "onnx {got} vs tch {want}");
+        }
+    }
+
+    #[test]
+    fn a_fold_holds_a_rendered_source_out_with_its_dry_frames() {
+        let mut src = sources();
+        src.push(Source {
+            name: "real".into(),
+            rainy: true,
+            rendered_over: None,
+            frames: src[1].frames.clone(),
+        });
+        src.push(Source {
+            name: "dry2".into(),
+            rainy: false,
+            rendered_over: None,
+            frames: src[0].frames.clone(),
+        });
+        let o = FitOptions {
+            config: RainDetectorConfig { channels: vec![4] },
+            steps: 5,
+            batch: 4,
+            crop: (16, 16),
+            ..FitOptions::default()
+        };
+        let (folds, held) = cross_validate(&src, &src[0].frames, &src[1].frames, &o).expect("cv");
+        let names: Vec<&str> = folds.iter().map(|f| f.held_out.as_str()).collect();
+        // Rendered sources are never a fold of their own.
+        assert_eq!(names, ["dry", "real", "dry2"]);
+        assert_eq!(held.len(), 12);
+    }
+
+    #[test]
+    fn platt_is_increasing_and_the_threshold_caps_dry_false_alarms() {
+        let data: Vec<(f64, bool)> = (0..40)
+            .map(|i| (f64::from(i) / 4.0 - 5.0, i >= 18))
+            .collect();
+        let ab = platt(&data);
+        assert!(ab.0 > 0.0, "{ab:?}");
+        assert!(calibrated(-5.0, ab) < 0.1 && calibrated(5.0, ab) > 0.9);
+        let dry: Vec<f64> = (0..100).map(|i| f64::from(i) / 100.0).collect();
+        let t = threshold_for(&dry, 0.02);
+        assert_eq!(dry.iter().filter(|&&d| d > t).count(), 2);
+    }
+}

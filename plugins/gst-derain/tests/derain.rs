@@ -1486,3 +1486,117 @@ fn caps_change_while_a_reload_loads_runs_the_new_model_at_the_new_size() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The rain detector file and the application's weather.
+
+/// Whether each frame of `h` leaves bit-exact (bypassed) for the `rainy` pattern given.
+fn bypass_pattern(h: &mut Harness, pattern: &[bool], first: u64) -> Vec<bool> {
+    let (dry, rainy) = (dry_rgb(), rainy_rgb());
+    pattern
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| {
+            let input = rgb_buffer(if r { &rainy } else { &dry }, first + i as u64);
+            let want = all_bytes(&input);
+            let out = h.push_and_pull(input).expect("a frame out");
+            all_bytes(&out) == want
+        })
+        .collect()
+}
+
+#[test]
+fn a_detector_file_drives_the_weather_and_fills_the_meta() {
+    init();
+    let model = affine_fixture();
+    // Says 0.9 on every frame, threshold 0.5: rain all along; 0.1: dry after rain-leave.
+    for (p, bypassed) in [(0.9_f32, [false; 4]), (0.1, [false, true, true, true])] {
+        let det = model_file(&derain::onnx::constant_rain_detector(p, 0.5));
+        let (mut h, _bus) = weather_harness(
+            model.path(),
+            &[
+                ("bypass", "dry"),
+                ("rain-leave", "2"),
+                ("rain-detector", path_str(&det)),
+            ],
+        );
+        assert_eq!(bypass_pattern(&mut h, &[false; 4], 0), bypassed, "p {p}");
+        let el = h.element().expect("element");
+        assert!((el.property::<f64>("last-rain-level") - f64::from(p)).abs() < 1e-5);
+        assert_eq!(el.property::<f64>("rain-threshold"), 0.5, "the card's");
+    }
+}
+
+#[test]
+fn a_bad_detector_file_stops_the_start_naming_it_and_is_refused_while_playing() {
+    init();
+    let model = affine_fixture();
+    let bad = model_file(b"no onnx here");
+    let err = first_error(&derain_launch(
+        &format!(
+            "model=\"{}\" rain-detector=\"{}\"",
+            model.path().display(),
+            path_str(&bad)
+        ),
+        RGB_CAPS,
+    ))
+    .expect("a corrupt detector is an error");
+    assert!(
+        err.contains(path_str(&bad)) && err.contains("not an ONNX model"),
+        "{err}"
+    );
+
+    // While playing: a bad file leaves the running detector with a warning.
+    let good = model_file(&derain::onnx::constant_rain_detector(0.9, 0.5));
+    let (mut h, bus) = weather_harness(model.path(), &[("rain-detector", path_str(&good))]);
+    h.push_and_pull(rgb_buffer(&dry_rgb(), 0)).expect("a frame");
+    let el = h.element().expect("element");
+    el.set_property("rain-detector", path_str(&bad));
+    let warning = next_warning(&bus);
+    assert!(warning.contains(path_str(&bad)), "{warning}");
+    let out = h.push_and_pull(rgb_buffer(&dry_rgb(), 1)).expect("a frame");
+    assert!(
+        (rain_level(&out) - 0.9).abs() < 1e-5,
+        "the old detector still scores"
+    );
+}
+
+#[test]
+fn the_application_weather_switches_the_mode_at_the_frame_it_names() {
+    init();
+    let model = affine_fixture();
+    // The detector says rain on every frame; the application overrules it.
+    let det = model_file(&derain::onnx::constant_rain_detector(0.9, 0.5));
+    let (mut h, bus) = weather_harness(
+        model.path(),
+        &[
+            ("bypass", "dry"),
+            ("weather-source", "application"),
+            ("rain-detector", path_str(&det)),
+        ],
+    );
+    let el = h.element().expect("element");
+    let frame_time = |i: u64| gst::ClockTime::from_mseconds(33 * i).nseconds();
+    // Dry from frame 2, rain from frame 5, dry again from frame 7; an unknown word changes nothing.
+    for (weather, at, taken) in [
+        ("dry", frame_time(2), true),
+        ("rain", frame_time(5), true),
+        ("sleet", frame_time(6), false),
+        ("dry", frame_time(7), true),
+    ] {
+        let ok = el.emit_by_name::<bool>("set-weather", &[&weather, &at]);
+        assert_eq!(ok, taken, "{weather}");
+    }
+    let got = bypass_pattern(&mut h, &[true; 9], 0);
+    let want = [false, false, true, true, true, false, false, true, true];
+    assert_eq!(got, want);
+    let out = h
+        .push_and_pull(rgb_buffer(&rainy_rgb(), 9))
+        .expect("a frame");
+    assert!(
+        (rain_level(&out) - 0.9).abs() < 1e-5,
+        "the detector still scores"
+    );
+    let changes: Vec<String> = weather_messages(&bus).into_iter().map(|m| m.0).collect();
+    assert_eq!(changes, ["dry", "rain", "dry"]);
+}
