@@ -652,3 +652,49 @@ fn input_error_midway_still_finalises_the_output() {
     );
     assert_eq!(decode_all(&out), fout);
 }
+
+#[test]
+fn weather_from_a_file_switches_the_bypass_at_the_times_it_names() {
+    require_plugin();
+    if !have_ort() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path();
+    let input = clip(d, 30, 160, 96);
+    let model = fixture(d, "identity");
+    // Dry from the start, rain from 0.5 s (frame 15 at 30 fps); an unknown word changes nothing.
+    let weather = d.join("wipers.txt");
+    std::fs::write(&weather, "# wiper log\n0 dry\n0.3 sleet\n0.5 rain\n").expect("write");
+    let o = derain(
+        d,
+        &[
+            "run",
+            p(&input),
+            "--model",
+            p(&model),
+            "--provider",
+            "cpu",
+            "--weather-from",
+            p(&weather),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("bypassed: 15 dry frames"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("sleet"),
+        "{}",
+        text(&o)
+    );
+    let o = derain(
+        d,
+        &["run", p(&input), "--weather-from", "/nonexistent/w.txt"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("/nonexistent/w.txt"),
+        "{}",
+        text(&o)
+    );
+}

@@ -25,6 +25,10 @@
 //!                                                                  times count from when each
 //!                                                                  frame was due; default 0:
 //!                                                                  back to back)
+//!   BENCH_DETECTOR=$PWD/runs/rain-detector.onnx cargo bench ...  (score with this rain detector
+//!                                                                  network instead of the
+//!                                                                  embedded scorer: the dry case
+//!                                                                  then prices it)
 //!   BENCH_MODEL=$PWD/models/derain-lite.onnx cargo bench ...     (another model, an absolute
 //!                                                                  path: cargo runs benches in
 //!                                                                  the plugin's folder; `make
@@ -184,6 +188,8 @@ fn throughput(model: &Model, path: &Path, sizes: &str, rounds: usize) {
             .property("spin-wait", spin)
             .build()
             .expect("element");
+        let detector = std::env::var("BENCH_DETECTOR").unwrap_or_default();
+        el.set_property("rain-detector", &detector);
         let (mut harness, info) = rgb_harness(&el, w, h);
         let make_buffer = || rgb_buffer(&info, &pixels);
         harness
@@ -199,6 +205,7 @@ fn throughput(model: &Model, path: &Path, sizes: &str, rounds: usize) {
             .property("rain-leave", 1u32)
             .build()
             .expect("element");
+        dry_el.set_property("rain-detector", &detector);
         let mut dry = Harness::with_element(&dry_el, Some("sink"), Some("src"));
         dry.set_src_caps(info.to_caps().expect("caps"));
         dry.push_and_pull(make_buffer()).expect("dry warm-up");

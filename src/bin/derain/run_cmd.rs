@@ -25,6 +25,7 @@ mod plugin;
 mod signals;
 mod sink;
 mod stats;
+mod weather;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,6 +93,19 @@ pub struct RunArgs {
     /// Skip deraining (detect on the frames as they come).
     #[arg(long)]
     no_derain: bool,
+    /// A rain detector network (ONNX, card kind rain-detector) scoring the weather instead of
+    /// the element's default scorer.
+    #[arg(long)]
+    rain_detector: Option<PathBuf>,
+    /// Pass dry frames through untouched (the element's bypass=dry).
+    #[arg(long)]
+    bypass_dry: bool,
+    /// The weather from the application, e.g. the car's wiper or rain sensor: lines
+    /// `[SECONDS] rain|dry` (seconds of running time from the start; no time: at once), from a
+    /// file or `-` for standard input as they come. Sets weather-source=application and
+    /// bypass=dry; an unknown word is a warning that changes nothing.
+    #[arg(long, value_name = "PATH|-")]
+    weather_from: Option<String>,
 }
 
 /// What the derain stage does.
@@ -328,6 +342,23 @@ pub fn run(args: RunArgs) -> Result<()> {
     if (args.classes.is_some() || args.roi.is_some()) && args.detector.is_none() {
         bail!("--classes and --roi filter the detector's boxes: they need --detector");
     }
+    if (args.rain_detector.is_some() || args.bypass_dry || args.weather_from.is_some())
+        && args.no_derain
+    {
+        bail!(
+            "--rain-detector, --bypass-dry and --weather-from steer deraining: not with --no-derain"
+        );
+    }
+    if let Some(w) = args.weather_from.as_deref().filter(|w| *w != "-")
+        && !Path::new(w).is_file()
+    {
+        bail!("--weather-from: {w} does not exist");
+    }
+    if let Some(r) = &args.rain_detector
+        && !r.is_file()
+    {
+        bail!("rain detector {} does not exist", r.display());
+    }
     if let Some(r) = &args.roi {
         // The element would refuse it too, but only once everything is loaded.
         r.parse::<derain::detect::Roi>()
@@ -386,6 +417,16 @@ pub fn run(args: RunArgs) -> Result<()> {
             d.set_property("model", m.to_string_lossy().as_ref());
         }
         d.set_property_from_str("provider", provider);
+        if let Some(r) = &args.rain_detector {
+            d.set_property("rain-detector", r.to_string_lossy().as_ref());
+        }
+        if args.bypass_dry || args.weather_from.is_some() {
+            d.set_property_from_str("bypass", "dry");
+        }
+        if let Some(w) = &args.weather_from {
+            d.set_property_from_str("weather-source", "application");
+            weather::follow(&d, w)?;
+        }
     }
     if let Some(det) = &plan.detector {
         let d = by_name("detect")?;
@@ -428,6 +469,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     let derain_passed = derain_el
         .as_ref()
         .map_or(0, |d| d.property::<u64>("frames-passed"));
+    let derain_bypassed = derain_el
+        .as_ref()
+        .map_or(0, |d| d.property::<u64>("frames-bypassed"));
     let timing = |e: &Option<gst::Element>, what: &str| {
         e.as_ref().map(|e| {
             format!(
@@ -470,6 +514,9 @@ pub fn run(args: RunArgs) -> Result<()> {
 
     let frames_in = Counters::get(&counters.frames_in);
     if frames_in > 0 || matches!(ending, Ending::Eos { .. }) {
+        if args.bypass_dry || args.weather_from.is_some() {
+            println!("bypassed: {derain_bypassed} dry frames passed through untouched");
+        }
         print_summary(&Summary {
             counters: &counters,
             queues: &queues,
