@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use derain::imageio::RgbImage;
+
+use crate::rain_score_cmd::frames_of;
 use derain::raindetect::RainDetector;
 use derain::rainscore::{Binned, roc_auc};
 use derain::runtime::SessionOptions;
@@ -124,23 +125,6 @@ pub fn load(path: Option<&Path>) -> Result<RainDetector> {
         Some(p) => RainDetector::from_path(p, &options)?,
         None => RainDetector::shipped(&options)?,
     })
-}
-
-fn frames_of(path: &Path, stride: usize) -> Result<Vec<RgbImage>> {
-    let options = derain::footage::FootageOptions {
-        stride: stride.max(1),
-        ..Default::default()
-    };
-    let mut footage = derain::footage::Footage::open(&[path.to_owned()], options)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let mut out = Vec::new();
-    for f in footage.by_ref() {
-        out.push(f?.image);
-    }
-    if out.is_empty() {
-        bail!("{} holds no frame", path.display());
-    }
-    Ok(out)
 }
 
 fn scores(det: &mut RainDetector, paths: &[PathBuf], stride: usize) -> Result<Vec<Vec<f64>>> {

@@ -111,7 +111,7 @@ pub struct EvalArgs {
 }
 
 /// Every frame of `paths` (each path on its own, so results can be told per folder).
-fn frames_of(path: &Path, stride: usize) -> Result<Vec<RgbImage>> {
+pub fn frames_of(path: &Path, stride: usize) -> Result<Vec<RgbImage>> {
     let options = FootageOptions {
         stride,
         ..FootageOptions::default()
