@@ -14,7 +14,7 @@ DETECTOR ?= $(DATA)/models/yolox_nano_416.onnx
 PAIRS ?= $(DATA)/pairs/carla-dev
 PROVIDER ?= auto
 
-.PHONY: rain-detector eval-rain-detector val-data setup build release train-build test lint demo bench bench-gpu eval-dev eval-detect soak \
+.PHONY: rain-detector eval-rain-detector val-seq05 val-data setup build release train-build test lint demo bench bench-gpu eval-dev eval-detect soak \
 	latency fuzz install uninstall clean
 
 setup:
@@ -47,6 +47,21 @@ val-data: build
 	    --preset mixed --seed 21 --downscale $$s && \
 	  target/debug/derain synth --clean runs/val-dry --out runs/val-dry-lines-x$$s \
 	    --preset mixed --seed 22 --downscale $$s --line-negatives 1 || exit 1; done
+
+# The city validation split (CamVid Seq05VD, 171 frames no config trains on): dry, and rain of
+# several kinds rendered over it, seeded (scripts/eval-seq05.sh scores a model on all of it).
+# streaks = the mixed preset alone; veil and drops = the driving effects each alone (no streaks).
+SEQ05 := $(DATA)/clean-driving/camvid/Seq05VD
+val-seq05: build
+	@test -d "$(SEQ05)" || { echo "make val-seq05: $(SEQ05) is missing (../shared/data)" >&2; exit 1; }
+	target/debug/derain synth --clean $(SEQ05) --out runs/val-seq05/light --preset light --seed 31
+	target/debug/derain synth --clean $(SEQ05) --out runs/val-seq05/heavy --preset heavy --seed 32
+	target/debug/derain synth --clean $(SEQ05) --out runs/val-seq05/driving --preset driving --seed 33
+	target/debug/derain synth --clean $(SEQ05) --out runs/val-seq05/streaks --preset mixed --seed 34
+	target/debug/derain synth --clean $(SEQ05) --out runs/val-seq05/veil --preset driving --seed 35 \
+		--no-streaks --scattering-veil 1 --drops 0
+	target/debug/derain synth --clean $(SEQ05) --out runs/val-seq05/drops --preset driving --seed 36 \
+		--no-streaks --drops 1 --scattering-veil 0
 
 # The learned rain detector, trained with leave-one-source-out (its held-out scores calibrate it
 # and set its threshold; per-source AUCs go into its card): five dry cameras and five real-rain

@@ -75,6 +75,10 @@ pub struct SynthArgs {
     /// unless --radial is given.
     #[arg(long, value_name = "F")]
     radial_flow: Option<f32>,
+    /// No streaks at all (nor the streak presets' vertical haze, nor radial streaks): with
+    /// --scattering-veil or --drops, frames that show one effect alone.
+    #[arg(long)]
+    no_streaks: bool,
 }
 
 /// Checks a flag's value, naming the flag.
@@ -135,6 +139,11 @@ impl SynthArgs {
         }
         if let (Some(m), Some(f)) = (p.motion.as_mut(), self.radial_flow) {
             m.flow = f;
+        }
+        if self.no_streaks {
+            p.layers.clear();
+            p.veil = None;
+            p.motion = None;
         }
         p.validate()?;
         Ok(p)
@@ -302,7 +311,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
         eprintln!("wrote {}", path.display());
     }
     let manifest = serde_json::json!({
-        "preset": args.preset, "seed": args.seed, "effects": effects,
+        "preset": args.preset, "seed": args.seed, "effects": effects, "no_streaks": args.no_streaks,
         "line_negatives": args.line_negatives,
         "overrides": {
             "veil_beta": args.veil_beta, "drop_coverage": args.drop_coverage,
