@@ -9,10 +9,10 @@ mod latency;
 mod weather;
 
 /// Name of the per-frame custom meta carrying the rain level (`rain-level`, a double in [0, 1]:
-/// the frame's rain score from `derain::rainscore`, computed from the input frame, not the
-/// network's output; above the `rain-threshold` property a frame counts as rainy). It is
-/// attached in both modes, to derained and to bypassed frames alike. Until issue 15 the field
-/// carried the mean |input − output|, which did not tell dry from rainy frames.
+/// the input frame's rain score, not the network's output: the calibrated probability of rain
+/// from the `rain-detector` network when one is set (`derain::raindetect`), else the hand-made
+/// score of `derain::rainscore`; above the `rain-threshold` property a frame counts as rainy).
+/// It is attached in both modes, to derained and to bypassed frames alike.
 pub const RAIN_META_NAME: &str = "GstDerainRainMeta";
 
 glib::wrapper! {
