@@ -1,7 +1,8 @@
 //! Build script of the `derain` crate. With the `train` feature (tch / libtorch) it makes the
 //! test, bench and command-line binaries find libtorch at run time without `LD_LIBRARY_PATH`,
-//! and keeps CUDA visible to tch on GPU builds of libtorch (README, "On an NVIDIA GPU"); the library and the
-//! plugin never link libtorch. It also embeds the shipped rain detector when it exists.
+//! and keeps CUDA visible to tch on GPU builds of libtorch (README, "On an NVIDIA GPU"); the
+//! library and the plugin never link libtorch. It also embeds the shipped rain detector when it
+//! exists.
 
 use std::path::PathBuf;
 
