@@ -14,7 +14,7 @@ DETECTOR ?= $(DATA)/models/yolox_nano_416.onnx
 PAIRS ?= $(DATA)/pairs/carla-dev
 PROVIDER ?= auto
 
-.PHONY: rain-detector eval-rain-detector val-seq05 val-data setup build release train-build test lint demo bench bench-gpu eval-dev eval-detect soak \
+.PHONY: camvid-unpaired rain-detector eval-rain-detector val-seq05 val-data setup build release train-build test lint demo bench bench-gpu eval-dev eval-detect soak \
 	latency fuzz install uninstall clean
 
 setup:
@@ -62,6 +62,16 @@ val-seq05: build
 		--no-streaks --scattering-veil 1 --drops 0
 	target/debug/derain synth --clean $(SEQ05) --out runs/val-seq05/drops --preset driving --seed 36 \
 		--no-streaks --drops 1 --scattering-veil 0
+
+# The unpaired one-domain set (CamVid's three training drives, configs/camvid-half-a.txt and
+# camvid-half-b.txt from `derain unpaired-split`): rain rendered over half B only, rainy frames
+# without their clean partners, for the configs/camvid-*.toml runs that check whether ANLCL
+# learns where PSNR can judge it (validation: make val-seq05).
+camvid-unpaired: train-build
+	target/release/derain synth --rainy-only --clean configs/camvid-half-b.txt \
+		--out runs/camvid-unpaired/mixed --preset mixed --seed 41
+	target/release/derain synth --rainy-only --clean configs/camvid-half-b.txt \
+		--out runs/camvid-unpaired/driving --preset driving --seed 42
 
 # The learned rain detector, trained with leave-one-source-out (its held-out scores calibrate it
 # and set its threshold; per-source AUCs go into its card): five dry cameras and five real-rain

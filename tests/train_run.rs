@@ -438,3 +438,84 @@ fn shipped_configs_parse() {
     }
     assert!(n >= 4, "{n} configs");
 }
+
+/// The unpaired one-domain configs (configs/camvid-*.toml): each runs a few steps on tiny crops
+/// of stand-in frames and writes its validation line; stage 1 of run (b) feeds stage 2 through
+/// `run.init`; a rainy set with its clean partners beside it is refused.
+#[test]
+fn the_unpaired_camvid_configs_run_and_refuse_paired_rain() {
+    let tmp = tempfile::tempdir().unwrap();
+    data(tmp.path());
+    // Rain without its clean partners (as `derain synth --rainy-only` writes it).
+    let rainy = tmp.path().join("unpaired").join("rainy");
+    std::fs::create_dir_all(&rainy).unwrap();
+    for i in 0..3u32 {
+        let img = RgbImage::from_fn(72, 64, |x, y| {
+            let streak = if (x + 2 * y + i) % 9 == 0 { 120 } else { 0 };
+            let v = |base: u32| (base + streak).min(255) as u8;
+            image::Rgb([v(x * 3), v(y * 2), v(70)])
+        });
+        imageio::save_png_atomic(&img, &rainy.join(format!("r{i}.png"))).unwrap();
+    }
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let tiny = |extra: &[String]| {
+        let mut sets: Vec<String> = [
+            "train.batch=2",
+            "train.crop=32",
+            "train.generator={ arch = \"lite\", channels = 8, blocks = 1 }",
+            "train.sampler.anchors_per_image=2",
+            "train.sampler.rain_negatives=16",
+            "train.sampler.location_negatives=16",
+            "train.sampler.patch=8",
+            "train.sampler.window=8",
+            "train.optimiser.discriminator_warmup=0",
+            "run.steps=2",
+            "run.validate_every=2",
+            "run.checkpoint_every=1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for (key, path) in [
+            ("data.clean", tmp.path().join("clean")),
+            ("data.rainy", rainy.clone()),
+        ] {
+            sets.push(format!("{key}=[{:?}]", path.display().to_string()));
+        }
+        let val = tmp.path().join("val");
+        sets.push(format!("data.validation={:?}", val.display().to_string()));
+        sets.extend(extra.iter().cloned());
+        sets
+    };
+    let run_config = |name: &str, extra: &[String], out: &str| {
+        let path = configs.join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cfg = RunConfig::parse(&text, name, Some(&configs), &tiny(extra)).unwrap();
+        let dir = tmp.path().join(out);
+        let s = run::run(&cfg, &dir, false).unwrap();
+        assert_eq!(s.steps, 2, "{name}");
+        let lines = std::fs::read_to_string(dir.join("validation.jsonl")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+        assert!(v["psnr_y"].as_f64().unwrap().is_finite(), "{name}: {v}");
+        dir
+    };
+    run_config("camvid-anlcl.toml", &[], "a");
+    let b1 = run_config("camvid-light-stage1.toml", &[], "b1");
+    let init = format!(
+        "run.init={:?}",
+        b1.join(CHECKPOINT_FILE).display().to_string()
+    );
+    run_config("camvid-adapt.toml", std::slice::from_ref(&init), "b2");
+
+    // The validation pairs' rainy folder has its clean partners beside it: refused, named.
+    let paired = format!(
+        "data.rainy=[{:?}]",
+        tmp.path().join("val").join("rainy").display().to_string()
+    );
+    let text = std::fs::read_to_string(configs.join("camvid-anlcl.toml")).unwrap();
+    let cfg = RunConfig::parse(&text, "a", Some(&configs), &tiny(&[paired])).unwrap();
+    let e = run::run(&cfg, &tmp.path().join("refused"), false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("clean partners"), "{e}");
+}

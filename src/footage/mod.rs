@@ -9,6 +9,7 @@
 //! [`FootageSummary`]; only footage that yields no frame at all is an error.
 
 mod sampling;
+pub mod split;
 mod video;
 
 use std::path::{Path, PathBuf};

@@ -462,6 +462,9 @@ impl Data {
                 )
             }
             Stage::Anlcl => {
+                // Unpaired means unpaired: the rainy frames' own clean frames stay unreadable.
+                crate::footage::split::check_unpaired(&cfg.data.clean, &cfg.data.rainy)
+                    .map_err(|e| RunError::Other(e.to_string()))?;
                 let rainy = FramePool::load(
                     &cfg.data.rainy,
                     cfg.rainy_footage_options(),

@@ -40,6 +40,9 @@ enum Command {
     },
     /// Render synthetic rain over clean frames: writes OUT/rainy and OUT/clean with matching names.
     Synth(synth_cmd::SynthArgs),
+    /// Split the frames of some drives into two disjoint halves (two lists): a clean half and
+    /// a half to render rain over, for an unpaired stage that PSNR can judge.
+    UnpairedSplit(synth_cmd::UnpairedSplitArgs),
     /// Score results: paired folders (PSNR-Y, SSIM-Y), one folder (NIQE), or a model on pairs.
     Eval(eval_cmd::EvalArgs),
     /// Derain (and detect on) a video file, stream or camera: write, show and log the result.
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Synth(args) => synth_cmd::run(args)?,
+        Command::UnpairedSplit(args) => synth_cmd::unpaired_split(args)?,
         Command::Eval(args) => eval_cmd::run(args)?,
         Command::RainScore(cmd) => rain_score_cmd::run(cmd)?,
         Command::RainDetector(cmd) => rain_detector_cmd::run(cmd)?,

@@ -79,6 +79,11 @@ pub struct SynthArgs {
     /// --scattering-veil or --drops, frames that show one effect alone.
     #[arg(long)]
     no_streaks: bool,
+    /// Write OUT/rainy only, no OUT/clean: a rainy set for an unpaired training stage, whose
+    /// trainer must not be able to read each rainy frame's clean partner (its synth.json still
+    /// names the frames the rain was rendered over, so the trainer can refuse an overlap).
+    #[arg(long)]
+    rainy_only: bool,
 }
 
 /// Checks a flag's value, naming the flag.
@@ -208,7 +213,19 @@ pub fn run(args: SynthArgs) -> Result<()> {
         }
     }
     let (rainy_dir, clean_dir) = (args.out.join("rainy"), args.out.join("clean"));
-    for d in [&rainy_dir, &clean_dir] {
+    if args.rainy_only && clean_dir.exists() {
+        bail!(
+            "--rainy-only: {} already exists (an earlier paired render); remove it or choose \
+             another --out",
+            clean_dir.display()
+        );
+    }
+    let dirs: &[&PathBuf] = if args.rainy_only {
+        &[&rainy_dir]
+    } else {
+        &[&rainy_dir, &clean_dir]
+    };
+    for d in dirs {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     let options = FootageOptions {
@@ -290,7 +307,9 @@ pub fn run(args: SynthArgs) -> Result<()> {
             format!("{stem}.png")
         };
         imageio::save_png_atomic(&rainy, &rainy_dir.join(&name))?;
-        imageio::save_png_atomic(&clean, &clean_dir.join(&name))?;
+        if !args.rainy_only {
+            imageio::save_png_atomic(&clean, &clean_dir.join(&name))?;
+        }
         written += 1;
         if args.video && video {
             if writer.as_ref().is_none_or(|(p, _)| p != &src) {
@@ -312,7 +331,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
     }
     let manifest = serde_json::json!({
         "preset": args.preset, "seed": args.seed, "effects": effects, "no_streaks": args.no_streaks,
-        "line_negatives": args.line_negatives,
+        "line_negatives": args.line_negatives, "rainy_only": args.rainy_only,
         "overrides": {
             "veil_beta": args.veil_beta, "drop_coverage": args.drop_coverage,
             "radial_flow": args.radial_flow,
@@ -323,11 +342,71 @@ pub fn run(args: SynthArgs) -> Result<()> {
         &args.out.join("synth.json"),
         serde_json::to_string_pretty(&manifest)?.as_bytes(),
     )?;
-    println!(
-        "wrote {written} pairs to {} and {} ({})",
-        rainy_dir.display(),
-        clean_dir.display(),
-        footage.summary()
-    );
+    if args.rainy_only {
+        println!(
+            "wrote {written} rainy frames to {} ({})",
+            rainy_dir.display(),
+            footage.summary()
+        );
+    } else {
+        println!(
+            "wrote {written} pairs to {} and {} ({})",
+            rainy_dir.display(),
+            clean_dir.display(),
+            footage.summary()
+        );
+    }
+    Ok(())
+}
+
+/// `derain unpaired-split`: the frames of some drives split into two disjoint halves, written
+/// as two list files (paths relative to each list). Half A is a clean set; render rain over half
+/// B with `derain synth --rainy-only` for the rainy set of an unpaired stage.
+#[derive(clap::Args)]
+pub struct UnpairedSplitArgs {
+    /// Image frames: folders (one per drive), images or lists of them.
+    #[arg(long, required = true, num_args = 1..)]
+    source: Vec<PathBuf>,
+    /// The list of half A (the clean set).
+    #[arg(long)]
+    out_a: PathBuf,
+    /// The list of half B (the frames to render rain over).
+    #[arg(long)]
+    out_b: PathBuf,
+    /// Consecutive frames of a drive that go to the same half.
+    #[arg(long, default_value_t = 10)]
+    block: usize,
+}
+
+pub fn unpaired_split(args: UnpairedSplitArgs) -> Result<()> {
+    use derain::footage::split::{image_frames, list_text, split_halves};
+    if args.block == 0 {
+        bail!("--block must be at least 1");
+    }
+    let frames = image_frames(&args.source)?;
+    if frames.len() < 2 {
+        bail!(
+            "{:?} holds {} image(s): nothing to split",
+            args.source,
+            frames.len()
+        );
+    }
+    let (a, b) = split_halves(&frames, args.block);
+    for (half, list, path) in [("A", &a, &args.out_a), ("B", &b, &args.out_b)] {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let dir = dir.unwrap_or(std::path::Path::new("."));
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let header = format!(
+            "Half {half}: {} of {} frames. Written by `derain unpaired-split --block {}`: runs of \
+             {} consecutive frames per drive, alternating between half A (clean) and half B \
+             (rain rendered over it).",
+            list.len(),
+            frames.len(),
+            args.block,
+            args.block
+        );
+        imageio::write_file_atomic(path, list_text(&header, list, dir).as_bytes())?;
+        println!("half {half}: {} frames -> {}", list.len(), path.display());
+    }
     Ok(())
 }
