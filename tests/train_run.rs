@@ -500,7 +500,7 @@ fn the_unpaired_camvid_configs_run_and_refuse_paired_rain() {
         dir
     };
     run_config("camvid-anlcl.toml", &[], "a");
-    let b1 = run_config("camvid-light-stage1.toml", &[], "b1");
+    let b1 = run_config("camvid-streaks-stage1.toml", &[], "b1");
     let init = format!(
         "run.init={:?}",
         b1.join(CHECKPOINT_FILE).display().to_string()
