@@ -2,8 +2,8 @@
 //!
 //! Times `frame_to_tensor` and `tensor_to_frame` for 1280x720 and 640x360 frames in RGB, BGRx,
 //! I420 and NV12 (multiple_of 4, GStreamer-style strides rounded up to 4 bytes), and reports the
-//! median and p90 milliseconds per frame. The goal (DESIGN.md §4) is at most 2 ms per 1280x720 RGB
-//! frame in each direction.
+//! median and p90 milliseconds per frame. The goal (docs/ARCHITECTURE.md, The frame's path) is at
+//! most 2 ms per 1280x720 RGB frame in each direction.
 
 use std::hint::black_box;
 use std::time::Instant;

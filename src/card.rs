@@ -1,7 +1,8 @@
 //! The model card: what a generator is, how it was made, and what a consumer must know to feed it.
 //!
 //! It travels inside the ONNX file as one JSON string in `metadata_props` under [`CARD_KEY`]
-//! (DESIGN.md §3), so a single file carries everything; a `.json` copy beside it is for people.
+//! (docs/ARCHITECTURE.md, The model contract), so a single file carries everything; a `.json` copy
+//! beside it is for people.
 
 use serde::{Deserialize, Serialize};
 

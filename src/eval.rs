@@ -443,7 +443,8 @@ mod tests {
         assert_eq!(r.worst.niqe, Some(5.5));
     }
 
-    /// Brute force: PSNR-Y from the Y definition of DESIGN.md §8 written out per pixel.
+    /// Brute force: PSNR-Y written out per pixel from the Y definition in docs/ARCHITECTURE.md,
+    /// Metrics.
     #[test]
     fn dry_fidelity_matches_a_brute_force_psnr_y() {
         let input = RgbImage::from_fn(16, 12, |x, y| {

@@ -1,4 +1,5 @@
-//! Raw video frames ⇄ the float tensor an image-to-image network eats (DESIGN.md §3–4).
+//! Raw video frames ⇄ the float tensor an image-to-image network eats (docs/ARCHITECTURE.md, The
+//! model contract and The frame's path).
 //!
 //! [`frame_to_tensor`] turns a frame in any [`PixelFormat`], with real per-plane strides, into a
 //! `[1,3,Hp,Wp]` float32 tensor: R, G and B planes, values in [0,1], reflect-padded at the bottom

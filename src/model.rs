@@ -1,6 +1,7 @@
-//! Loading a generator: read the ONNX file, check it honours the model contract (DESIGN.md §3),
-//! and read its card. Everything here runs before ONNX Runtime sees the model, so a bad file is
-//! reported with its name and what to do about it rather than as a runtime failure.
+//! Loading a generator: read the ONNX file, check it honours the model contract
+//! (docs/ARCHITECTURE.md, The model contract), and read its card. Everything here runs before ONNX
+//! Runtime sees the model, so a bad file is reported with its name and what to do about it rather
+//! than as a runtime failure.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
-//! The detection stage (DESIGN.md §5): any YOLO-family ONNX detector (YOLOX, YOLOv5 or YOLOv8
-//! output layout) run through ONNX Runtime on the providers of [`crate::runtime`], with letterbox
-//! pre-processing, per-class NMS, class names, a class filter, a region of interest, box drawing
-//! and the JSON-lines record of each frame.
+//! The detection stage (docs/ARCHITECTURE.md, The detection stage): any YOLO-family ONNX detector
+//! (YOLOX, YOLOv5 or YOLOv8 output layout) run through ONNX Runtime on the providers of
+//! [`crate::runtime`], with letterbox pre-processing, per-class NMS, class names, a class filter, a
+//! region of interest, box drawing and the JSON-lines record of each frame.
 //!
 //! One [`Detector`] does the whole frame-to-boxes path, so the `yolodetect` element and the
 //! command line cannot drift apart:

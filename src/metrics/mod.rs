@@ -1,4 +1,4 @@
-//! Image quality metrics as deraining papers compute them (DESIGN.md §8).
+//! Image quality metrics as deraining papers compute them (docs/ARCHITECTURE.md, Metrics).
 //!
 //! - [`psnr_y`] and [`ssim_y`] compare a prediction with its ground truth on the luma channel
 //!   (BT.601 "studio swing" Y, as MATLAB's `rgb2ycbcr`), which is what deraining papers report;
@@ -86,7 +86,7 @@ fn display_paths(paths: &[PathBuf]) -> String {
 /// Luma of every pixel, row-major: Y = 16 + 65.481 R + 128.553 G + 24.966 B with R, G, B in
 /// [0, 1], on the 0–255 scale (16 for black, 235 for white). Not rounded: papers' MATLAB code
 /// rounds through `rgb2ycbcr` on uint8 only when it is handed uint8, and PSNR/SSIM here are
-/// defined on the unrounded values (DESIGN.md §8).
+/// defined on the unrounded values (docs/ARCHITECTURE.md, Metrics).
 pub fn rgb_to_y(img: &RgbImage) -> Vec<f64> {
     img.pixels()
         .map(|p| {

@@ -1,5 +1,5 @@
 //! A small ONNX graph writer: declare inputs and outputs, add initializers and nodes, and get a
-//! [`ModelProto`] carrying the model card (DESIGN.md §3).
+//! [`ModelProto`] carrying the model card (docs/ARCHITECTURE.md, The model contract).
 //!
 //! Mistakes made while building (an initializer whose data does not fit its shape, a tensor name
 //! used twice) are remembered and reported by [`GraphBuilder::finish`], so building code stays a
@@ -16,7 +16,7 @@ use protobuf::{EnumOrUnknown, MessageField};
 
 use crate::card::{CARD_KEY, ModelCard};
 
-/// The opset the project writes (DESIGN.md §3: 17 or newer).
+/// The opset the project writes (docs/ARCHITECTURE.md, The model contract: 17 or newer).
 pub const DEFAULT_OPSET: i64 = 17;
 /// The oldest opset this writer supports (`Pad` with `pads` as an input needs 11).
 pub const MIN_OPSET: i64 = 11;

@@ -1,7 +1,7 @@
 //! Float16 generators: the same graph with float16 weights and activations, while the model
-//! contract (DESIGN.md §3) stays float32 at the edges: a `Cast` to float16 right after the input
-//! and a `Cast` back to float32 right before the output, so every consumer feeds and reads the
-//! same tensors as before. The card records `precision: fp16`.
+//! contract (docs/ARCHITECTURE.md, The model contract) stays float32 at the edges: a `Cast` to
+//! float16 right after the input and a `Cast` back to float32 right before the output, so every
+//! consumer feeds and reads the same tensors as before. The card records `precision: fp16`.
 //!
 //! [`simulate_fp16`] builds the float32 model a float16 run approximates (weights rounded to
 //! float16, every intermediate tensor rounded through float16), so a CPU without float16 kernels

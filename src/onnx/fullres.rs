@@ -1,6 +1,7 @@
-//! The authors' full-resolution generator (DESIGN.md §6), written as ONNX: no down-sampling, so
-//! any H and W work (`multiple_of` 1); about 316 k parameters and 20.6 GMAC per 256×256 image at
-//! 32 channels and 16 blocks. A GPU network: on a CPU it is ~6× slower than ResNet-9 b16.
+//! The authors' full-resolution generator (docs/ARCHITECTURE.md, Training (ANLCL)), written as
+//! ONNX: no down-sampling, so any H and W work (`multiple_of` 1); about 316 k parameters and 20.6
+//! GMAC per 256×256 image at 32 channels and 16 blocks. A GPU network: on a CPU it is ~6× slower
+//! than ResNet-9 b16.
 //!
 //! Input `rainy` in [0,1] is mapped to [-1,1] inside the graph, the network ends in `tanh`, and
 //! the result is mapped back to [0,1] as `clean`. Every convolution is 3×3 after a reflect pad of
@@ -123,7 +124,8 @@ mod tests {
 
     #[test]
     fn size_matches_design() {
-        // DESIGN.md §6: about 316 k parameters and 20.6 GMAC per 256×256 image.
+        // docs/ARCHITECTURE.md, Training (ANLCL): about 316 k parameters and 20.6 GMAC per 256×256
+        // image.
         let cfg = FullResConfig::default();
         assert_eq!(cfg.parameter_count(), 316_195);
         let per_image = cfg.mac_per_pixel() * 256.0 * 256.0 / 1e9;

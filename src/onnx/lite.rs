@@ -3,10 +3,11 @@
 //! rain layer, depth-to-space back, and `clean = clip(rainy − rain, 0, 1)`.
 //!
 //! Why this shape: on two CPU cores ONNX Runtime needs ≈ 7× fewer MACs than ResNet-9 b16 for
-//! 30 fps at 640×360 (DESIGN.md §9). Space-to-depth keeps every input pixel (no information lost
-//! before the first layer), the blocks see a large field of view cheaply at low resolution, and
-//! predicting the (sparse, mostly additive) rain layer leaves the image's detail to the skip
-//! connection. At f = 4, 32 channels and 3 blocks it is 83 k parameters and ≈ 5.2 k MAC per pixel.
+//! 30 fps at 640×360 (docs/ARCHITECTURE.md, Speed budget). Space-to-depth keeps every input pixel
+//! (no information lost before the first layer), the blocks see a large field of view cheaply at
+//! low resolution, and predicting the (sparse, mostly additive) rain layer leaves the image's
+//! detail to the skip connection. At f = 4, 32 channels and 3 blocks it is 83 k parameters and
+//! ≈ 5.2 k MAC per pixel.
 //!
 //! Input `rainy` in [0,1] is mapped to [-1,1] before the space-to-depth. Convolutions are 3×3
 //! with zero padding 1. Parameter names and shapes (weights OIHW), with k = 3f²: `head` k→c then

@@ -3,7 +3,8 @@
 //! full-resolution network, and the CPU real-time lite network).
 //!
 //! Everything is built from `onnx-protobuf`'s message types and serialised with
-//! `Message::write_to_bytes`; the model card travels in `metadata_props` (DESIGN.md §3).
+//! `Message::write_to_bytes`; the model card travels in `metadata_props` (docs/ARCHITECTURE.md, The
+//! model contract).
 
 pub mod builder;
 pub mod fixtures;

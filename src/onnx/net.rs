@@ -24,7 +24,8 @@ pub(crate) const NCHW: [Dim<'static>; 4] = [
 /// What a generator graph gives out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GeneratorOutput {
-    /// `clean` in [0,1]: the model contract (DESIGN.md §3), what the element runs (G_B).
+    /// `clean` in [0,1]: the model contract (docs/ARCHITECTURE.md, The model contract), what the
+    /// element runs (G_B).
     #[default]
     Clean,
     /// `rain`, the rain layer R̂ in [-1,1] (the trainer's G_R). Not a model the element accepts:

@@ -1,5 +1,5 @@
 //! The ResNet-9 (Johnson) generator as in CycleGAN/CUT, with instance norm without affine
-//! parameters (DESIGN.md §6), written as ONNX.
+//! parameters (docs/ARCHITECTURE.md, Training (ANLCL)), written as ONNX.
 //!
 //! Input `rainy` in [0,1] is mapped to [-1,1] inside the graph, the network ends in `tanh`, and
 //! the result is mapped back to [0,1] as `clean`. Two stride-2 layers make H and W multiples of 4.
@@ -193,12 +193,13 @@ mod tests {
     #[test]
     fn size_matches_design() {
         let cfg = Resnet9Config::default();
-        // DESIGN.md §6: 716 k parameters, 3.3 GMAC per 256×256, ≈51 k MAC per pixel.
+        // docs/ARCHITECTURE.md, Training (ANLCL): 716 k parameters, 3.3 GMAC per 256×256, ≈51 k MAC
+        // per pixel.
         assert_eq!(cfg.parameter_count(), 715_651);
         assert_eq!(cfg.mac_per_pixel(), 50_784.0);
         let per_image = cfg.mac_per_pixel() * 256.0 * 256.0 / 1e9;
         assert!((3.3..3.35).contains(&per_image), "{per_image}");
-        // Paper-scale: 32 base channels has 2.85 M parameters (DESIGN.md §9).
+        // Paper-scale: 32 base channels has 2.85 M parameters (docs/ARCHITECTURE.md, Speed budget).
         let c32 = Resnet9Config {
             base: 32,
             blocks: 9,

@@ -1,10 +1,10 @@
 //! Hard negatives: thin straight scene structure drawn over clean frames.
 //!
 //! A model trained on streaks over scenes learns "thin bright line = rain" and erases poles,
-//! window frames, fences, cables and lane lines from dry frames (DESIGN.md §7). A
-//! [`LinePattern`] is such structure, drawn sharp (in focus, anti-aliased over one pixel) into a
-//! clean frame that then serves as both the input and the target of a dry sample: the lines are
-//! scene, and the model must keep them.
+//! window frames, fences, cables and lane lines from dry frames (docs/ARCHITECTURE.md, Rain
+//! synthesis). A [`LinePattern`] is such structure, drawn sharp (in focus, anti-aliased over one
+//! pixel) into a clean frame that then serves as both the input and the target of a dry sample: the
+//! lines are scene, and the model must keep them.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

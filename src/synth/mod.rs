@@ -1,4 +1,4 @@
-//! Rain synthesis: streak layers and veil over clean frames (DESIGN.md §7).
+//! Rain synthesis: streak layers and veil over clean frames (docs/ARCHITECTURE.md, Rain synthesis).
 //!
 //! A [`RainParams`] describes the rain (several [`StreakLayer`]s plus an optional [`Veil`], and
 //! the driving-camera effects: an atmospheric [`Scattering`] veil, radial streaks of a moving
@@ -10,11 +10,11 @@
 //! number: the same `(params, seed, frame)` always gives the same field, and consecutive frames show
 //! the same drops moved along their streaks, so synthetic video rain falls instead of flickering.
 //!
-//! Compositing follows DESIGN.md §7 (RainCityscapes): `O = B(1 − S − A) + S + A`, where `B` is the
-//! clean frame, `S` the streak intensity (already screen-accumulated over drops and layers) and `A`
-//! the veil `atmosphere · (1 − exp(−β·d))` with a vertical depth-like gradient `d` (far at the top).
-//! Since `B(1 − S − A) + S + A = [1 − (1 − B)(1 − S)] + A(1 − B)`, this is the screen blend of the
-//! streaks plus a white haze of opacity `A`.
+//! Compositing follows docs/ARCHITECTURE.md, Rain synthesis (RainCityscapes):
+//! `O = B(1 − S − A) + S + A`, where `B` is the clean frame, `S` the streak intensity (already
+//! screen-accumulated over drops and layers) and `A` the veil `atmosphere · (1 − exp(−β·d))` with
+//! a vertical depth-like gradient `d` (far at the top). Since `B(1 − S − A) + S + A = [1 − (1 − B)(1 − S)] + A(1 − B)`,
+//! this is the screen blend of the streaks plus a white haze of opacity `A`.
 //!
 //! With any driving effect on, frames are composited in the order light reaches the camera: the
 //! scene `J` through the atmospheric veil (`I = J·t + A·(1 − t)`), the streaks over that (screen

@@ -2,9 +2,9 @@
 //!
 //! # Why streaks are drawn directly
 //!
-//! DESIGN.md §7's Rain14000 recipe (sparse noise → blur → threshold → motion-blur line kernel →
-//! screen blend) convolves the whole frame with a line kernel of length L for every layer: about
-//! `W·H·L` operations, i.e. tens of millions per 1280x720 layer, far over the 50 ms frame budget.
+//! The Rain14000 recipe of docs/ARCHITECTURE.md, Rain synthesis (sparse noise → blur → threshold
+//! → motion-blur line kernel → screen blend) convolves the whole frame with a line kernel of
+//! length L for every layer: about `W·H·L` operations, i.e. tens of millions per 1280x720 layer, far over the 50 ms frame budget.
 //! Its output is a set of thin blurred line segments of random position, length and brightness.
 //! We draw exactly those segments: each drop is an anti-aliased line segment with a Gaussian
 //! cross-section (the blurred noise dot) and tapered ends (a dot of varying size smeared along the

@@ -46,7 +46,7 @@ pub enum ConfigError {
     Device(String),
 }
 
-/// Which of the two training stages (DESIGN.md §6) a run is in.
+/// Which of the two training stages (docs/ARCHITECTURE.md, Training (ANLCL)) a run is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
@@ -311,8 +311,8 @@ impl Default for HeadsConfig {
     }
 }
 
-/// Loss weights (DESIGN.md §6; paper values) and the contrastive temperature. A weight of 0
-/// removes its term: it is not computed at all.
+/// Loss weights (docs/ARCHITECTURE.md, Training (ANLCL); paper values) and the contrastive
+/// temperature. A weight of 0 removes its term: it is not computed at all.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LossConfig {

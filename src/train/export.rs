@@ -1,7 +1,8 @@
-//! Export of a trained generator to ONNX in the model contract (DESIGN.md §3): input `rainy`,
-//! output `clean` (G_B) — or `rain` for G_R on request — float32 `[N,3,H,W]` with dynamic N, H,
-//! W, and the model card in `metadata_props` (architecture, parameter count, GMAC per megapixel
-//! and `multiple_of` from the graph; training details from [`Trainer::model_card`]).
+//! Export of a trained generator to ONNX in the model contract (docs/ARCHITECTURE.md, The model
+//! contract): input `rainy`, output `clean` (G_B) — or `rain` for G_R on request — float32
+//! `[N,3,H,W]` with dynamic N, H, W, and the model card in `metadata_props` (architecture,
+//! parameter count, GMAC per megapixel and `multiple_of` from the graph; training details from
+//! [`Trainer::model_card`]).
 //!
 //! The graphs come from the library's writers ([`crate::onnx::resnet9`],
 //! [`crate::onnx::fullres`], [`crate::onnx::lite`]), which ask for each parameter by the same

@@ -1,4 +1,5 @@
-//! ANLCL training (DESIGN.md §6) through tch; only built with the `train` feature.
+//! ANLCL training (docs/ARCHITECTURE.md, Training (ANLCL)) through tch; only built with the `train`
+//! feature.
 //!
 //! - [`config`]: [`TrainConfig`], read from TOML, validated with errors naming the key.
 //! - [`nets`]: G_B and G_R (ResNet-9, the authors' full-resolution network, the CPU lite

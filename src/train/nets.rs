@@ -1,7 +1,7 @@
-//! The networks of ANLCL (DESIGN.md §6) in tch: the generators G_B and G_R (ResNet-9, the
-//! authors' full-resolution network, the CPU real-time lite network), the PatchGAN discriminator
-//! that doubles as the layer-contrastive encoder, the MLP projection heads, and the momentum (EMA)
-//! update of the key copies.
+//! The networks of ANLCL (docs/ARCHITECTURE.md, Training (ANLCL)) in tch: the generators G_B and
+//! G_R (ResNet-9, the authors' full-resolution network, the CPU real-time lite network), the
+//! PatchGAN discriminator that doubles as the layer-contrastive encoder, the MLP projection heads,
+//! and the momentum (EMA) update of the key copies.
 //!
 //! Each network owns its [`VarStore`]; parameters are named through [`nn::Path`] exactly as the
 //! ONNX writers in [`crate::onnx`] name them (`enc.0.weight`, `res.3.conv1.bias`, ...), so export

@@ -1,6 +1,7 @@
-//! Non-local sampling (DESIGN.md §6): for many anchor patches per image, find the most similar
-//! (block matching: squared L2 in image space) and the least similar ("reverse non-local")
-//! patches within a search window, on the training device, for a whole batch at once.
+//! Non-local sampling (docs/ARCHITECTURE.md, Training (ANLCL)): for many anchor patches per image,
+//! find the most similar (block matching: squared L2 in image space) and the least similar
+//! ("reverse non-local") patches within a search window, on the training device, for a whole batch
+//! at once.
 //!
 //! All anchors are searched together: ‖a − b‖² = ‖a‖² + ‖b‖² − 2a·b, where the cross term
 //! a·b against every candidate of an anchor's window is one grouped convolution (the anchor

@@ -1,5 +1,5 @@
 //! The training step: the networks, their momentum key copies and optimisers, and one step of
-//! either stage, reading like the paper's objective (DESIGN.md §6):
+//! either stage, reading like the paper's objective (docs/ARCHITECTURE.md, Training (ANLCL)):
 //!
 //! - D step: least-squares GAN, D(B) → 1 and D(B̂) → 0.
 //! - G step, D frozen: w₁‖B̂+R̂−O‖² + λ‖R̂‖₁ (or λ‖O−B̂‖₁) + δ·GAN + μ·L_layer + γ·L_asym +

@@ -1,5 +1,5 @@
-//! The terms of the ANLCL objective (DESIGN.md §6), each a pure function of tensors in its own
-//! module, tested against values worked out by hand or by plain loops.
+//! The terms of the ANLCL objective (docs/ARCHITECTURE.md, Training (ANLCL)), each a pure function
+//! of tensors in its own module, tested against values worked out by hand or by plain loops.
 //!
 //! Image terms average over elements, so their weights do not depend on the crop size. The
 //! contrastive terms take similarity logits from [`similarity_logits`], computed once and shared
