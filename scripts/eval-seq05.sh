@@ -11,7 +11,7 @@ set -euo pipefail
 export RUST_LOG="${RUST_LOG:-warn}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-BIN="$ROOT/target/release/derain"
+BIN="${DERAIN_BIN:-$ROOT/target/release/derain}"
 MODEL="${1:?usage: scripts/eval-seq05.sh MODEL.onnx [OUT_DIR]}"
 OUT="${2:-$ROOT/target/eval-seq05/$(basename "$MODEL" .onnx)}"
 KINDS=(light heavy driving streaks veil drops)
