@@ -134,8 +134,8 @@ lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p derain --all-targets --features train -- -D warnings
 	# The GPU frame path (feature cuda) is linted here too, so it keeps compiling without a GPU.
-	$(CARGO) clippy -p derain -p gst-plugin-derain --all-targets \
-		--features gst-plugin-derain/cuda -- -D warnings
+	$(CARGO) clippy -p derain-core -p derain -p gst-plugin-derain --all-targets \
+		--features derain-core/cuda,derain/cuda,gst-plugin-derain/cuda -- -D warnings
 
 # INPUT=drive.mp4 derains your own footage; it is checked before anything long is built.
 INPUT ?=

@@ -1,21 +1,14 @@
 //! Build script of the `derain` crate. With the `train` feature (tch / libtorch) it makes the
 //! test, bench and command-line binaries find libtorch at run time without `LD_LIBRARY_PATH`,
 //! and keeps CUDA visible to tch on GPU builds of libtorch (README, "On an NVIDIA GPU"); the
-//! library and the plugin never link libtorch. It also embeds the shipped rain detector when it
-//! exists.
+//! library and the plugin never link libtorch. (derain-core's build script embeds the shipped
+//! rain detector.)
 
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
-    // The shipped rain detector is embedded in the library when it exists (the first build of a
-    // fresh tree, before one is trained, has none).
-    println!("cargo::rustc-check-cfg=cfg(derain_embed_detector)");
-    println!("cargo:rerun-if-changed=models/rain-detector.onnx");
-    if std::path::Path::new("models/rain-detector.onnx").exists() {
-        println!("cargo:rustc-cfg=derain_embed_detector");
-    }
     if std::env::var_os("CARGO_FEATURE_TRAIN").is_none() {
         return;
     }

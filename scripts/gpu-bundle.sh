@@ -207,7 +207,7 @@ glibc_needed="$(for f in "$STAGE"/bin/* "$STAGE"/libexec/* "$STAGE"/tests/* "$ST
 glibcxx_needed="$(for f in "$STAGE"/bin/* "$STAGE"/tests/* "$STAGE"/gst-plugins/*.so "$STAGE"/lib/*.so*; do
   objdump -T "$f" 2>/dev/null | grep -o 'GLIBCXX_[0-9][0-9.]*' || true; done | sort -u -V | tail -n 1 | sed 's/GLIBCXX_//')"
 {
-  echo "commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src plugins build.rs Cargo.toml Cargo.lock 2>/dev/null || echo '+changes')"
+  echo "commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src crates plugins build.rs Cargo.toml Cargo.lock 2>/dev/null || echo '+changes')"
   echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "build_host=$(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"
   echo "glibc_needed=$glibc_needed"

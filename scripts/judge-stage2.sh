@@ -5,7 +5,7 @@
 #   - dry side: PSNR-Y of the output against its input on runs/val-dry, mean and worst
 #   - real rain the trainer reads (no labels, so scoring it is not fitting to it): NIQE before
 #     and after on real-rain/spac-ra1 and real-rain/j4rnet-courtyard, and the mean rain score
-#     (src/rainscore.rs) of the input and of the output: rain removed lowers it
+#     (crates/derain-core/src/rainscore.rs) of the input and of the output: rain removed lowers it
 #
 #   scripts/judge-stage2.sh MODEL.onnx [OUT_DIR]     (make val-data first)
 set -euo pipefail

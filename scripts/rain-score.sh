@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The rain score (src/rainscore.rs): reproduce the shipped fit, cross-validate fitting recipes on
-# this project's own split, and report each recipe's fit once on the dev frames.
+# The rain score (crates/derain-core/src/rainscore.rs): reproduce the shipped fit, cross-validate
+# fitting recipes on this project's own split, and report each recipe's fit once on the dev frames.
 #
 #   scripts/rain-score.sh [OUT_DIR]          (make val-data and make release first)
 #

@@ -1,34 +1,17 @@
 //! Rain removal for driving cameras.
 //!
-//! The library shared by the `derain` GStreamer element, the `derain` command-line tool and (behind
-//! the `train` feature) the trainer: model cards and loading, ONNX Runtime inference with provider
-//! selection, raw-frame conversion, an ONNX graph writer, footage reading, rain synthesis and the
-//! quality metrics deraining papers use.
+//! The `derain` command-line tool and (behind the `train` feature) the trainer, on top of the two
+//! library crates: `derain-core` (what runs in the car, and all the GStreamer plugin links) and
+//! `derain-tools` (the offline tools). Their modules are re-exported here under the paths they had
+//! when this was one crate.
 
-pub mod card;
 #[cfg(feature = "cuda")]
-pub mod cuda;
-/// The GPU kernels compiled for the host and checked against `frame` (no GPU needed).
-#[cfg(test)]
-mod cuda_host_tests;
-pub mod data;
-pub mod dataset;
-pub mod detect;
-pub mod engine_cache;
-pub mod eval;
-pub mod footage;
-pub mod frame;
-pub mod imageio;
-pub mod metrics;
-pub mod model;
-pub mod onnx;
-pub mod plot;
-pub mod raindetect;
-pub mod rainscore;
-pub mod runtime;
-pub mod stills;
-pub mod synth;
+pub use derain_core::cuda;
+pub use derain_core::{
+    ModelCard, card, detect, engine_cache, frame, model, raindetect, rainscore, runtime,
+};
+pub use derain_tools::{
+    data, dataset, eval, footage, imageio, map, metrics, onnx, plot, stills, synth,
+};
 #[cfg(feature = "train")]
 pub mod train;
-
-pub use card::ModelCard;

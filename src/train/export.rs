@@ -219,14 +219,30 @@ impl Trainer {
 
 #[cfg(test)]
 mod tests {
+    use ort::session::Session;
     use ort::value::TensorRef;
     use tch::Tensor;
 
     use super::*;
     use crate::card::INPUT_NAME;
     use crate::onnx::RAIN_OUTPUT_NAME;
-    use crate::onnx::testing::ort_session;
     use crate::train::TrainConfig;
+
+    /// A session for `bytes`, or `None` (after a notice) when ONNX Runtime is unavailable.
+    /// Panics if ONNX Runtime is there but refuses the model.
+    fn ort_session(bytes: &[u8]) -> Option<Session> {
+        let env = match crate::runtime::environment(None) {
+            Ok((_, env)) => env,
+            Err(e) => {
+                eprintln!("skipping: {e}");
+                return None;
+            }
+        };
+        let session = Session::builder(&env)
+            .and_then(|mut b| b.commit_from_memory(bytes))
+            .unwrap_or_else(|e| panic!("ONNX Runtime refused the model: {e}"));
+        Some(session)
+    }
 
     /// G_R's export (output `rain`, R̂ in [-1,1]) matches the tch network, for every
     /// architecture.

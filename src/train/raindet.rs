@@ -30,7 +30,7 @@ use crate::footage::{Footage, FootageOptions};
 use crate::imageio::RgbImage;
 use crate::onnx::{RainDetectorConfig, rain_detector};
 use crate::raindetect::{DetectorInput, detector_input};
-use crate::rainscore::{Binned, roc_auc};
+use crate::rainscore::roc_auc;
 use crate::synth::{LinePattern, Preset, synthesize};
 
 /// A frame at the detector's scale, interleaved RGB in [0, 1] (HWC).
@@ -45,7 +45,7 @@ impl Sample {
     /// The detector's input for an 8-bit RGB frame (the element's path: binned 2×2, then to
     /// the canonical scale).
     pub fn from_image(img: &RgbImage) -> Self {
-        Self::from_input(&detector_input(&Binned::from_image(img)))
+        Self::from_input(&detector_input(&crate::imageio::binned(img)))
     }
 
     fn from_input(d: &DetectorInput) -> Self {

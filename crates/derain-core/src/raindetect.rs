@@ -174,7 +174,7 @@ pub fn embedded() -> Option<&'static [u8]> {
     {
         Some(include_bytes!(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/models/rain-detector.onnx"
+            "/../../models/rain-detector.onnx"
         )))
     }
     #[cfg(not(derain_embed_detector))]
@@ -413,49 +413,5 @@ mod tests {
         assert_eq!(card_threshold(&card), Ok(0.4));
         assert!(read_card(&[]).unwrap_err().contains("empty"));
         assert!(read_card(b"not onnx at all").is_err());
-    }
-
-    fn load(bytes: &[u8]) -> Option<Result<RainDetector, RainDetectorError>> {
-        if let Err(e) = crate::runtime::init_ort(None) {
-            eprintln!("skipping: {e}");
-            return None;
-        }
-        Some(RainDetector::from_bytes(
-            bytes,
-            "fixture.onnx",
-            &SessionOptions::default(),
-        ))
-    }
-
-    #[test]
-    fn a_detector_scores_every_frame_in_range_whatever_its_size() {
-        let bytes = crate::onnx::constant_rain_detector(0.8, 0.4);
-        let Some(d) = load(&bytes) else { return };
-        let mut d = d.expect("the fixture loads");
-        assert_eq!(d.threshold(), 0.4);
-        let frames = [
-            binned(320, 180, |x, y| ((x * 7 + y * 3) % 11) as f32 / 10.0),
-            binned(3, 2, |_, _| 0.0),
-            binned(960, 540, |_, _| 1.0),
-            Binned::default(),
-        ];
-        for b in &frames {
-            let s = d.score(b).expect("scores");
-            assert!((s - 0.8).abs() < 1e-5, "{s}");
-        }
-    }
-
-    #[test]
-    fn files_that_are_no_detector_are_refused_naming_them() {
-        let generator = crate::onnx::fixtures::identity(1);
-        for (bytes, why) in [
-            (Vec::new(), "empty"),
-            (b"garbage".to_vec(), "not an ONNX model"),
-            (generator, "card"),
-        ] {
-            let Some(r) = load(&bytes) else { return };
-            let e = r.expect_err("refused").to_string();
-            assert!(e.contains("fixture.onnx") && e.contains(why), "{e}");
-        }
     }
 }

@@ -174,8 +174,9 @@ pub fn init_ort(explicit: Option<&Path>) -> Result<PathBuf, RuntimeError> {
     environment(explicit).map(|(path, _)| path)
 }
 
-/// The loaded library and the process's one ONNX Runtime environment.
-pub(crate) fn environment(explicit: Option<&Path>) -> Result<(PathBuf, Environment), RuntimeError> {
+/// The loaded library and the process's one ONNX Runtime environment (for code that builds its
+/// own sessions, such as the tests of the ONNX graph writer).
+pub fn environment(explicit: Option<&Path>) -> Result<(PathBuf, Environment), RuntimeError> {
     let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((path, env)) = loaded.as_ref() {
         if let Some(want) = explicit

@@ -13,8 +13,16 @@ pub fn shared_data() -> Option<PathBuf> {
         let dir = PathBuf::from(dir);
         return dir.is_dir().then_some(dir);
     }
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data"));
+    let dir = beside_the_repository();
     dir.is_dir().then_some(dir)
+}
+
+/// `../shared/data` next to this source tree (the repository root is two levels above this
+/// crate), whether or not it exists.
+pub(crate) fn beside_the_repository() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest.ancestors().nth(2).unwrap_or(manifest);
+    root.join("../shared/data")
 }
 
 /// A path inside the shared data folder, if that path exists. Tests call this and skip with

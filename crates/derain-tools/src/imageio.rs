@@ -4,7 +4,24 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use derain_core::rainscore::Binned;
 pub use image::RgbImage;
+
+/// An 8-bit RGB image 2×2-binned for the rain score and the rain detector
+/// ([`derain_core::rainscore::Binned`]; derain-core reads no image files, so the conversion from
+/// `RgbImage` lives here).
+pub fn binned(img: &RgbImage) -> Binned {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let raw = img.as_raw();
+    Binned::from_fn(w, h, |x, y| {
+        let i = 3 * (y * w + x);
+        [
+            f32::from(raw[i]) / 255.0,
+            f32::from(raw[i + 1]) / 255.0,
+            f32::from(raw[i + 2]) / 255.0,
+        ]
+    })
+}
 
 /// File extensions treated as still images in folders (lower case).
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp"];

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::Detection;
+use derain_core::detect::Detection;
 
 /// Errors from scoring.
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -4,7 +4,7 @@
 
 use image::RgbImage;
 
-use crate::detect::draw::{Canvas, class_colour, text_size};
+use derain_core::detect::draw::{Canvas, class_colour, text_size};
 
 /// One named curve: (x, y) points, drawn in order.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,8 +4,8 @@
 
 use image::RgbImage;
 
-use crate::frame::{FrameError, FrameLayout, PixelFormat, frame_to_tensor, tensor_to_frame};
-use crate::runtime::{Generator, RuntimeError};
+use derain_core::frame::{FrameError, FrameLayout, PixelFormat, frame_to_tensor, tensor_to_frame};
+use derain_core::runtime::{Generator, RuntimeError};
 
 /// Errors from deraining a still image.
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +41,9 @@ pub fn derain_image(generator: &mut Generator, input: &RgbImage) -> Result<RgbIm
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Model;
     use crate::onnx::fixtures;
-    use crate::runtime::SessionOptions;
+    use derain_core::model::Model;
+    use derain_core::runtime::SessionOptions;
 
     #[test]
     fn affine_model_on_an_odd_sized_image() {

@@ -41,10 +41,10 @@ use std::time::{Duration, Instant};
 use gst_check::Harness;
 use gst_video::prelude::*;
 
-use derain::frame::{self, FrameLayout, PixelFormat};
-use derain::model::Model;
-use derain::onnx::resnet9::{Resnet9Config, resnet9_random};
-use derain::runtime::{Generator, Provider, SessionOptions};
+use derain_core::frame::{self, FrameLayout, PixelFormat};
+use derain_core::model::Model;
+use derain_core::runtime::{Generator, Provider, SessionOptions};
+use derain_tools::onnx::resnet9::{Resnet9Config, resnet9_random};
 
 #[path = "common.rs"]
 #[allow(dead_code)] // its `Checks` serve the suites, not this bench

@@ -19,9 +19,9 @@ use std::time::Instant;
 use gst::prelude::*;
 use gst_check::Harness;
 
-use derain::model::Model;
-use derain::onnx::resnet9::{Resnet9Config, resnet9_random};
-use derain::runtime::{Generator, Provider, SessionOptions};
+use derain_core::model::Model;
+use derain_core::runtime::{Generator, Provider, SessionOptions};
+use derain_tools::onnx::resnet9::{Resnet9Config, resnet9_random};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -32,7 +32,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 /// Why this machine cannot run the bench, if it cannot.
 fn refusal(model: &Model) -> Option<String> {
-    if let Err(e) = derain::engine_cache::gpu_identity(0) {
+    if let Err(e) = derain_core::engine_cache::gpu_identity(0) {
         return Some(format!("no GPU: {e}"));
     }
     for provider in [Provider::Cuda, Provider::TensorRt] {
@@ -214,7 +214,7 @@ fn main() -> ExitCode {
         eprintln!("bench-gpu: refusing to run: {why}. This bench needs an NVIDIA GPU.");
         return ExitCode::FAILURE;
     }
-    let gpu = derain::engine_cache::gpu_identity(0)
+    let gpu = derain_core::engine_cache::gpu_identity(0)
         .map(|g| {
             format!(
                 "{} (sm{}{})",

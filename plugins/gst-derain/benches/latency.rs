@@ -27,7 +27,7 @@ use gst::prelude::*;
 mod common;
 use common::{Checks, env_or, model_file, percentile};
 
-use derain::onnx::fixtures;
+use derain_tools::onnx::fixtures;
 
 /// The bound is a p99 (of processing times, plus max-lateness): frames preempted for longer on
 /// this shared machine may pass it. Allowed: this percentage of the frames.

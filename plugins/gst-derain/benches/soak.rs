@@ -34,7 +34,7 @@ use gst::prelude::*;
 mod common;
 use common::{Checks, env_or, model_file, percentile};
 
-use derain::onnx::fixtures;
+use derain_tools::onnx::fixtures;
 
 /// Resident memory (kB), open descriptors and threads of this process (Linux /proc).
 #[derive(Debug, Clone, Copy)]
@@ -258,7 +258,7 @@ fn usage_of(pid: u32) -> Option<Usage> {
 /// cleanly with its figures. Its own statistics keep latencies in fixed bins, so only memory,
 /// descriptors and threads are checked here.
 fn soak_derain_run(c: &mut Checks, model: &str, frames_in: u64) {
-    let Some(detector) = derain::data::shared_path("models/yolox_nano_416.onnx") else {
+    let Some(detector) = derain_tools::data::shared_path("models/yolox_nano_416.onnx") else {
         println!("phase 4 skipped: no models/yolox_nano_416.onnx in the shared data folder");
         return;
     };
@@ -414,7 +414,7 @@ fn main() {
         ));
         let d = pipeline.by_name("d").expect("derain");
         let bus = pipeline.bus().expect("bus");
-        let sessions = derain::runtime::open_sessions();
+        let sessions = derain_core::runtime::open_sessions();
         let mut before = usage();
         let mut middle = usage();
         let started = Instant::now();
@@ -456,14 +456,14 @@ fn main() {
         println!("  over the second half:");
         c.no_leaks(middle, after);
         c.check(
-            derain::runtime::open_sessions() == sessions,
+            derain_core::runtime::open_sessions() == sessions,
             "no ONNX Runtime session left open".into(),
         );
         drop(pipeline);
     }
 
     // Phase 3: derain and the detector.
-    match derain::data::shared_path("models/yolox_nano_416.onnx") {
+    match derain_tools::data::shared_path("models/yolox_nano_416.onnx") {
         Some(detector) if detect_frames > 0 && phase("3") => {
             println!(
                 "phase 3: videotestsrc is-live 320x240 RGB @ 15 fps ! queue ! derain ! yolodetect \

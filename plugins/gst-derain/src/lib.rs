@@ -1,6 +1,7 @@
 //! GStreamer plugin `derain`: rain removal for driving cameras (`derain`) and the detection stage
-//! after it (`yolodetect`, `boxoverlay`). Thin on purpose: the elements call into the `derain`
-//! library for model loading, inference, frame conversion, box decoding and drawing.
+//! after it (`yolodetect`, `boxoverlay`). Thin on purpose: the elements call into the `derain-core`
+//! library (what runs in the car, and nothing of the offline tools or the trainer) for model
+//! loading, inference, frame conversion, box decoding and drawing.
 #![allow(clippy::non_send_fields_in_send_ty, unused_doc_comments)]
 
 use gst::glib;

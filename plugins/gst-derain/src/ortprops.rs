@@ -10,7 +10,7 @@ use gst::glib;
 use gst::prelude::GstParamSpecBuilderExt;
 use gst::prelude::*;
 
-use derain::runtime::{RuntimeError, SessionOptions};
+use derain_core::runtime::{RuntimeError, SessionOptions};
 
 /// `threads` above this is refused: no machine has that many cores, so it is a typo.
 pub const MAX_THREADS: u32 = 1024;
@@ -50,7 +50,7 @@ pub enum Provider {
     TensorRt = 3,
 }
 
-impl From<Provider> for derain::runtime::Provider {
+impl From<Provider> for derain_core::runtime::Provider {
     fn from(p: Provider) -> Self {
         match p {
             Provider::Auto => Self::Auto,

@@ -8,9 +8,9 @@ use gst::prelude::*;
 use gst_check::Harness;
 use gst_video::prelude::*;
 
-use derain::card::{INPUT_NAME, ModelCard, OUTPUT_NAME};
-use derain::onnx::builder::{DEFAULT_OPSET, Dim, GraphBuilder, to_bytes};
-use derain::onnx::fixtures::{self, FixtureIo};
+use derain_core::card::{INPUT_NAME, ModelCard, OUTPUT_NAME};
+use derain_tools::onnx::builder::{DEFAULT_OPSET, Dim, GraphBuilder, to_bytes};
+use derain_tools::onnx::fixtures::{self, FixtureIo};
 use onnx_protobuf::tensor_proto::DataType;
 
 fn init() {
@@ -299,8 +299,8 @@ fn affine_model_gives_expected_pixels() {
         .structure()
         .get("rain-level")
         .expect("rain-level field");
-    let model = derain::rainscore::RainScoreModel::shipped().expect("shipped score");
-    let want = model.score(&derain::rainscore::Binned::from_fn(33, 17, |x, y| {
+    let model = derain_core::rainscore::RainScoreModel::shipped().expect("shipped score");
+    let want = model.score(&derain_core::rainscore::Binned::from_fn(33, 17, |x, y| {
         let i = 3 * (y * 33 + x);
         [0, 1, 2].map(|c| f32::from(inb[i + c]) / 255.0)
     }));
@@ -683,8 +683,8 @@ fn rgb_buffer(rgb: &[u8], i: u64) -> gst::Buffer {
 }
 
 fn rain_score_of(rgb: &[u8]) -> f64 {
-    let model = derain::rainscore::RainScoreModel::shipped().expect("shipped score");
-    let b = derain::rainscore::Binned::from_fn(WEATHER_W, WEATHER_H, |x, y| {
+    let model = derain_core::rainscore::RainScoreModel::shipped().expect("shipped score");
+    let b = derain_core::rainscore::Binned::from_fn(WEATHER_W, WEATHER_H, |x, y| {
         let i = 3 * (y * WEATHER_W + x);
         [0, 1, 2].map(|c| f32::from(rgb[i + c]) / 255.0)
     });
@@ -692,7 +692,7 @@ fn rain_score_of(rgb: &[u8]) -> f64 {
 }
 
 fn shipped_threshold() -> f64 {
-    derain::rainscore::RainScoreModel::shipped()
+    derain_core::rainscore::RainScoreModel::shipped()
         .expect("shipped score")
         .threshold
 }
@@ -1243,7 +1243,7 @@ fn a_hundred_reloads_leave_no_thread_session_or_descriptor_behind() {
     let el = h.element().expect("element");
     let (threads_before, _) = threads();
     let fds_before = open_fds();
-    let sessions_before = derain::runtime::open_sessions();
+    let sessions_before = derain_core::runtime::open_sessions();
     // 100 requests in a row, a frame between each: some land, most are overtaken by the next
     // (the last request wins); every frame is still wholly from one model.
     for i in 0..100 {
@@ -1278,7 +1278,7 @@ fn a_hundred_reloads_leave_no_thread_session_or_descriptor_behind() {
         fds_after <= fds_before + 12,
         "descriptors {fds_before} -> {fds_after}"
     );
-    let sessions_after = derain::runtime::open_sessions();
+    let sessions_after = derain_core::runtime::open_sessions();
     assert!(
         sessions_after <= sessions_before + 2,
         "sessions {sessions_before} -> {sessions_after}"
@@ -1511,7 +1511,7 @@ fn a_detector_file_drives_the_weather_and_fills_the_meta() {
     let model = affine_fixture();
     // Says 0.9 on every frame, threshold 0.5: rain all along; 0.1: dry after rain-leave.
     for (p, bypassed) in [(0.9_f32, [false; 4]), (0.1, [false, true, true, true])] {
-        let det = model_file(&derain::onnx::constant_rain_detector(p, 0.5));
+        let det = model_file(&derain_tools::onnx::constant_rain_detector(p, 0.5));
         let (mut h, _bus) = weather_harness(
             model.path(),
             &[
@@ -1547,7 +1547,7 @@ fn a_bad_detector_file_stops_the_start_naming_it_and_is_refused_while_playing() 
     );
 
     // While playing: a bad file leaves the running detector with a warning.
-    let good = model_file(&derain::onnx::constant_rain_detector(0.9, 0.5));
+    let good = model_file(&derain_tools::onnx::constant_rain_detector(0.9, 0.5));
     let (mut h, bus) = weather_harness(model.path(), &[("rain-detector", path_str(&good))]);
     h.push_and_pull(rgb_buffer(&dry_rgb(), 0)).expect("a frame");
     let el = h.element().expect("element");
@@ -1566,7 +1566,7 @@ fn the_application_weather_switches_the_mode_at_the_frame_it_names() {
     init();
     let model = affine_fixture();
     // The detector says rain on every frame; the application overrules it.
-    let det = model_file(&derain::onnx::constant_rain_detector(0.9, 0.5));
+    let det = model_file(&derain_tools::onnx::constant_rain_detector(0.9, 0.5));
     let (mut h, bus) = weather_harness(
         model.path(),
         &[

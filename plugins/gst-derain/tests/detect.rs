@@ -10,8 +10,8 @@ use gst::prelude::*;
 use gst_check::Harness;
 use gst_video::prelude::*;
 
-use derain::detect::FrameRecord;
-use derain::onnx::fixtures::constant_detector;
+use derain_core::detect::FrameRecord;
+use derain_tools::onnx::fixtures::constant_detector;
 
 fn init() {
     static INIT: Once = Once::new();
@@ -23,7 +23,7 @@ fn init() {
 
 /// Whether ONNX Runtime loads here; prints why not.
 fn have_ort() -> bool {
-    match derain::runtime::init_ort(None) {
+    match derain_core::runtime::init_ort(None) {
         Ok(_) => true,
         Err(e) => {
             eprintln!("skipping: {e}");
@@ -398,7 +398,7 @@ fn frame_with_roi(format: gst_video::VideoFormat) -> (gst_video::VideoInfo, gst:
 fn boxoverlay_draws_on_the_outline_and_nowhere_far_from_it() {
     init();
     use gst_video::VideoFormat as V;
-    let colour = derain::detect::draw::class_colour(2);
+    let colour = derain_core::detect::draw::class_colour(2);
     for format in [V::Rgb, V::Bgr, V::Rgba, V::Bgra, V::Rgbx, V::Bgrx] {
         let (info, buf) = frame_with_roi(format);
         let mut h = Harness::new_parse("boxoverlay line-width=3 text-scale=1");
@@ -438,8 +438,8 @@ fn boxoverlay_draws_on_the_outline_and_nowhere_far_from_it() {
 
 /// The shared YOLOX-Nano, a dashcam still and the README's reference boxes of its two cars.
 fn yolox_nano() -> Option<(PathBuf, PathBuf)> {
-    let model = derain::data::shared_path("models/yolox_nano_416.onnx");
-    let still = derain::data::shared_path("clean-driving/udacity/stills/test1.jpg");
+    let model = derain_tools::data::shared_path("models/yolox_nano_416.onnx");
+    let still = derain_tools::data::shared_path("clean-driving/udacity/stills/test1.jpg");
     match (model, still) {
         (Some(m), Some(s)) => Some((m, s)),
         _ => {

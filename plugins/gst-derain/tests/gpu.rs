@@ -10,9 +10,9 @@ use std::sync::Once;
 use gst::prelude::*;
 use gst_check::Harness;
 
-use derain::model::Model;
-use derain::onnx::{Resnet9Config, resnet9_random};
-use derain::runtime::{Generator, Provider, RuntimeError, SessionOptions};
+use derain_core::model::Model;
+use derain_core::runtime::{Generator, Provider, RuntimeError, SessionOptions};
+use derain_tools::onnx::{Resnet9Config, resnet9_random};
 
 fn init() {
     static INIT: Once = Once::new();
@@ -65,7 +65,7 @@ fn psnr(a: &[u8], b: &[u8]) -> f64 {
 #[ignore = "needs an NVIDIA GPU; `make test` runs it where nvidia-smi finds one"]
 fn element_on_gpu_matches_cpu() {
     init();
-    if let Err(e) = derain::engine_cache::gpu_identity(0) {
+    if let Err(e) = derain_core::engine_cache::gpu_identity(0) {
         eprintln!("skipping: no GPU here ({e}); the element on a GPU is unmeasured");
         return;
     }

@@ -17,7 +17,7 @@ fn restart_cycles_leave_no_sessions_open() {
         .tempfile()
         .expect("temp file");
     model
-        .write_all(&derain::onnx::fixtures::identity(1))
+        .write_all(&derain_tools::onnx::fixtures::identity(1))
         .expect("write model");
     let pipeline = gst::parse::launch(&format!(
         "videotestsrc is-live=true ! video/x-raw,format=RGB,width=32,height=24,framerate=200/1 \
@@ -30,7 +30,7 @@ fn restart_cycles_leave_no_sessions_open() {
         .downcast_ref::<gst::Bin>()
         .and_then(|b| b.by_name("d"))
         .expect("derain in pipeline");
-    let before = derain::runtime::open_sessions();
+    let before = derain_core::runtime::open_sessions();
     for _ in 0..50 {
         pipeline.set_state(gst::State::Playing).expect("to PLAYING");
         let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(PATIENCE_S));
@@ -41,13 +41,17 @@ fn restart_cycles_leave_no_sessions_open() {
         }
         assert!(d.property::<u64>("frames-processed") > 0, "no frame flowed");
         pipeline.set_state(gst::State::Null).expect("to NULL");
-        assert_eq!(derain::runtime::open_sessions(), before, "a session leaked");
+        assert_eq!(
+            derain_core::runtime::open_sessions(),
+            before,
+            "a session leaked"
+        );
     }
     // And while PLAYING there is exactly one.
     pipeline.set_state(gst::State::Playing).expect("to PLAYING");
     let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(PATIENCE_S));
     res.expect("reached PLAYING");
-    assert_eq!(derain::runtime::open_sessions(), before + 1);
+    assert_eq!(derain_core::runtime::open_sessions(), before + 1);
     pipeline.set_state(gst::State::Null).expect("to NULL");
-    assert_eq!(derain::runtime::open_sessions(), before);
+    assert_eq!(derain_core::runtime::open_sessions(), before);
 }

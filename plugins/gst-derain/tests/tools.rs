@@ -89,7 +89,7 @@ fn identity_model() -> tempfile::NamedTempFile {
         .suffix(".onnx")
         .tempfile()
         .expect("temp file");
-    f.write_all(&derain::onnx::fixtures::identity(4))
+    f.write_all(&derain_tools::onnx::fixtures::identity(4))
         .expect("write model");
     f
 }

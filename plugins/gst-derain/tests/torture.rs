@@ -14,8 +14,8 @@ use gst::prelude::*;
 use gst_app::{AppSink, AppSrc};
 use gst_video::prelude::*;
 
-use derain::onnx::fixtures;
-use derain::runtime::open_sessions;
+use derain_core::runtime::open_sessions;
+use derain_tools::onnx::fixtures;
 
 /// How long a wait for an event (EOS, a state, a frame) may take before the test calls the
 /// pipeline hung: far longer than anything takes, so a loaded machine is slow, never failed.

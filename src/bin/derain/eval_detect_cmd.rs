@@ -6,12 +6,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use derain::detect::{
-    Detection, Detector, DetectorConfig, ImageBoxes, ImageView, Labels, MapReport, PostProcess,
-    mean_average_precision,
-};
+use derain::detect::{Detection, Detector, DetectorConfig, ImageView, Labels, PostProcess};
 use derain::eval;
 use derain::imageio::{self, RgbImage};
+use derain::map::{ImageBoxes, MapReport, mean_average_precision};
 use derain::model::Model;
 use derain::runtime::{Generator, Provider, SessionOptions};
 use derain::stills::derain_image;

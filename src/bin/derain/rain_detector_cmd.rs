@@ -1,5 +1,5 @@
-//! `derain rain-detector`: the learned rain detector (src/raindetect.rs): train it (with the
-//! `train` feature), measure it as a classifier, print its score per frame.
+//! `derain rain-detector`: the learned rain detector (crates/derain-core/src/raindetect.rs): train
+//! it (with the `train` feature), measure it as a classifier, print its score per frame.
 
 use std::path::{Path, PathBuf};
 
@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::rain_score_cmd::frames_of;
 use derain::raindetect::RainDetector;
-use derain::rainscore::{Binned, roc_auc};
+use derain::rainscore::roc_auc;
 use derain::runtime::SessionOptions;
 
 #[derive(clap::Subcommand)]
@@ -108,7 +108,7 @@ pub fn run(cmd: RainDetectorCmd) -> Result<()> {
             let mut det = load(model.as_deref())?;
             for path in &input {
                 for (i, img) in frames_of(path, stride)?.iter().enumerate() {
-                    let s = det.score(&Binned::from_image(img))?;
+                    let s = det.score(&derain::imageio::binned(img))?;
                     println!("{}\t{i}\t{s:.4}", path.display());
                 }
             }
@@ -133,7 +133,7 @@ fn scores(det: &mut RainDetector, paths: &[PathBuf], stride: usize) -> Result<Ve
         .map(|p| {
             frames_of(p, stride)?
                 .iter()
-                .map(|img| Ok(det.score(&Binned::from_image(img))?))
+                .map(|img| Ok(det.score(&derain::imageio::binned(img))?))
                 .collect()
         })
         .collect()

@@ -1,12 +1,13 @@
-//! `derain rain-score`: the per-frame rain score (src/rainscore.rs) on folders and videos: fit
-//! its weights, measure how well it tells dry from rainy frames, or print it per frame.
+//! `derain rain-score`: the per-frame rain score (crates/derain-core/src/rainscore.rs) on folders
+//! and videos: fit its weights, measure how well it tells dry from rainy frames, or print it per
+//! frame.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use derain::footage::{Footage, FootageOptions};
 use derain::imageio::{self, RgbImage};
-use derain::rainscore::{self, Binned, Features, RainScoreModel};
+use derain::rainscore::{self, Features, RainScoreModel};
 use derain::synth::{Effects, Preset, RainParams, RainRenderer};
 
 #[derive(clap::Subcommand)]
@@ -140,7 +141,7 @@ fn load_model(path: Option<&Path>) -> Result<RainScoreModel> {
 }
 
 fn feats(img: &RgbImage) -> Features {
-    rainscore::features(&Binned::from_image(img))
+    rainscore::features(&derain::imageio::binned(img))
 }
 
 pub fn run(cmd: RainScoreCmd) -> Result<()> {

@@ -15,7 +15,6 @@ mod font;
 pub mod labels;
 pub mod layout;
 pub mod letterbox;
-pub mod map;
 pub mod nms;
 
 use std::collections::BTreeSet;
@@ -28,7 +27,6 @@ pub use detector::{DetectError, Detector, DetectorConfig};
 pub use labels::{COCO, Labels, LabelsError};
 pub use layout::{Layout, LayoutError};
 pub use letterbox::{ChannelOrder, ImageView, InputRange, Letterbox, Padding, Preprocess};
-pub use map::{ImageBoxes, MapError, MapReport, mean_average_precision};
 
 /// One detected object: a box in pixels (`x1,y1` top-left, `x2,y2` bottom-right), its score and
 /// its class.

@@ -174,9 +174,7 @@ impl Niqe {
         let shared = crate::data::shared_path(SHARED_MODEL).unwrap_or_else(|| {
             std::env::var_os(crate::data::DATA_ENV)
                 .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data"))
-                })
+                .unwrap_or_else(crate::data::beside_the_repository)
                 .join(SHARED_MODEL)
         });
         locate_from(explicit, env.as_deref(), &shared)

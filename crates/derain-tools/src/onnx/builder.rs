@@ -14,7 +14,7 @@ use onnx_protobuf::{
 };
 use protobuf::{EnumOrUnknown, MessageField};
 
-use crate::card::{CARD_KEY, ModelCard};
+use derain_core::card::{CARD_KEY, ModelCard};
 
 /// The opset the project writes (docs/ARCHITECTURE.md, The model contract: 17 or newer).
 pub const DEFAULT_OPSET: i64 = 17;
@@ -617,8 +617,8 @@ mod tests {
     /// Reflect padding pads H and W only, and depth_to_space undoes space_to_depth.
     #[test]
     fn pad_and_depth_space_run_in_ort() {
-        use crate::card::{INPUT_NAME, OUTPUT_NAME};
         use crate::onnx::testing::{ort_session, run_f32};
+        use derain_core::card::{INPUT_NAME, OUTPUT_NAME};
 
         let nchw = [
             Dim::Symbolic("N"),

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::builder::{Attr, DEFAULT_OPSET, Dim, GraphBuilder, to_bytes};
-use crate::card::{CARD_KEY, INPUT_NAME, ModelCard, OUTPUT_NAME};
+use derain_core::card::{CARD_KEY, INPUT_NAME, ModelCard, OUTPUT_NAME};
 
 /// The contract's input and output dimensions, `[N,3,H,W]`.
 const NCHW: [Dim<'static>; 4] = [

@@ -17,7 +17,7 @@ use onnx_protobuf::{
 use protobuf::EnumOrUnknown;
 
 use super::builder::Attr;
-use crate::card::{CARD_KEY, ModelCard, Precision};
+use derain_core::card::{CARD_KEY, ModelCard, Precision};
 
 /// Operators whose float inputs and outputs may all be float16 (ONNX type constraint `T`
 /// includes `tensor(float16)`), with non-float inputs (pads, axes) left as they are.
@@ -337,10 +337,10 @@ mod tests {
     use onnx_protobuf::Message;
 
     use super::*;
-    use crate::card::{INPUT_NAME, OUTPUT_NAME};
-    use crate::model::Model;
     use crate::onnx::testing::{ort_env, ort_session, run_f32};
     use crate::onnx::{Resnet9Config, resnet9_random, to_bytes};
+    use derain_core::card::{INPUT_NAME, OUTPUT_NAME};
+    use derain_core::model::Model;
 
     fn parse(bytes: &[u8]) -> ModelProto {
         ModelProto::parse_from_bytes(bytes).expect("parses")

@@ -21,7 +21,7 @@ use onnx_protobuf::ModelProto;
 
 use super::builder::BuildError;
 use super::net::{GeneratorOutput, NetWriter};
-use crate::card::ModelCard;
+use derain_core::card::ModelCard;
 
 /// The size of a lite generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -34,12 +34,12 @@ pub(crate) mod testing {
     use ort::session::Session;
     use ort::value::TensorRef;
 
-    use crate::card::{INPUT_NAME, OUTPUT_NAME};
+    use derain_core::card::{INPUT_NAME, OUTPUT_NAME};
 
-    /// The process's ONNX Runtime environment, shared with [`crate::runtime`] (one per process);
+    /// The process's ONNX Runtime environment, shared with [`derain_core::runtime`] (one per process);
     /// `None` (after a printed notice) when the library is missing or cannot be loaded.
     pub fn ort_env() -> Option<Environment> {
-        match crate::runtime::environment(None) {
+        match derain_core::runtime::environment(None) {
             Ok((_, env)) => Some(env),
             Err(e) => {
                 eprintln!("skipping: {e}");

@@ -5,7 +5,7 @@
 use onnx_protobuf::{ModelProto, tensor_proto::DataType};
 
 use super::builder::{BuildError, DEFAULT_OPSET, Dim, GraphBuilder};
-use crate::card::{INPUT_NAME, ModelCard, OUTPUT_NAME};
+use derain_core::card::{INPUT_NAME, ModelCard, OUTPUT_NAME};
 
 /// Instance-norm epsilon (PyTorch's default; the trainer uses the same).
 pub(crate) const EPS: f32 = 1e-5;

@@ -1,4 +1,4 @@
-//! The rain detector written as ONNX (the contract is in [`crate::raindetect`]): input `frame`
+//! The rain detector written as ONNX (the contract is in [`derain_core::raindetect`]): input `frame`
 //! RGB in [0, 1] mapped to [-1, 1]; per layer `conv.{i}` a 3×3 convolution with stride 2 and
 //! zero padding 1, then ReLU; the global mean of the last feature map; `fc` a linear layer to one
 //! logit; the calibration `logit · a + b` (Platt scaling, `calib.a`, `calib.b`); sigmoid.
@@ -10,8 +10,8 @@
 use onnx_protobuf::{ModelProto, tensor_proto::DataType};
 
 use super::builder::{BuildError, DEFAULT_OPSET, Dim, GraphBuilder};
-use crate::card::ModelCard;
-use crate::raindetect::{INPUT_NAME, OUTPUT_NAME};
+use derain_core::card::ModelCard;
+use derain_core::raindetect::{INPUT_NAME, OUTPUT_NAME};
 
 /// The size of a rain detector.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,7 +139,7 @@ pub fn constant_rain_detector(p: f32, threshold: f64) -> Vec<u8> {
     let logit = (p / (1.0 - p)).ln();
     let mut card = ModelCard::new("constant-rain-detector");
     card.extra
-        .insert("kind".into(), crate::raindetect::KIND.into());
+        .insert("kind".into(), derain_core::raindetect::KIND.into());
     card.extra.insert("threshold".into(), threshold.into());
     let mut weights = |name: &str, shape: &[usize]| {
         let n = shape.iter().product();

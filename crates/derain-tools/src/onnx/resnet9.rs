@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::builder::{BuildError, to_bytes};
 use super::net::{GeneratorOutput, NetWriter};
-use crate::card::ModelCard;
+use derain_core::card::ModelCard;
 
 /// The size of a ResNet-9 generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,8 +187,8 @@ mod tests {
     use onnx_protobuf::Message;
 
     use super::*;
-    use crate::card::{CARD_KEY, INPUT_NAME, OUTPUT_NAME};
     use crate::onnx::testing::{ort_session, run_f32};
+    use derain_core::card::{CARD_KEY, INPUT_NAME, OUTPUT_NAME};
 
     #[test]
     fn size_matches_design() {

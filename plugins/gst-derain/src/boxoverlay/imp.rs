@@ -20,7 +20,7 @@ use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
-use derain::detect::draw::{self, Canvas};
+use derain_core::detect::draw::{self, Canvas};
 
 use crate::yolodetect::{DETECTION_PARAMS, RGB_FORMATS, rgb_layout};
 

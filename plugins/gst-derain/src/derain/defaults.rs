@@ -2,8 +2,8 @@
 //! provider is active and `derain-lite` on the CPU (build.rs embeds whichever of
 //! `models/derain-r9.onnx` and `models/derain-lite.onnx` exist).
 
-use derain::model::Model;
-use derain::runtime::{Generator, Provider, SessionOptions};
+use derain_core::model::Model;
+use derain_core::runtime::{Generator, Provider, SessionOptions};
 
 #[cfg(derain_embed_r9)]
 const R9: Option<&[u8]> = Some(include_bytes!(concat!(
@@ -33,7 +33,7 @@ pub fn open(options: &SessionOptions) -> Result<(Model, Generator, String), Stri
     let try_r9 = wants_gpu
         && (options.provider != Provider::Auto
             || LITE.is_none()
-            || derain::runtime::gpu_provider_possible(options));
+            || derain_core::runtime::gpu_provider_possible(options));
     if let (true, Some(r9)) = (try_r9, R9) {
         let m = model(r9, "derain-r9")?;
         match Generator::new(&m, options) {

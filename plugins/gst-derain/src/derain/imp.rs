@@ -27,11 +27,11 @@ use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
-use derain::frame::{self, FrameLayout, PixelFormat, YuvColorimetry, YuvMatrix};
-use derain::model::{Model, ModelError};
-use derain::raindetect::RainDetector;
-use derain::rainscore::RainScoreModel;
-use derain::runtime::Generator;
+use derain_core::frame::{self, FrameLayout, PixelFormat, YuvColorimetry, YuvMatrix};
+use derain_core::model::{Model, ModelError};
+use derain_core::raindetect::RainDetector;
+use derain_core::rainscore::RainScoreModel;
+use derain_core::runtime::Generator;
 
 use crate::ortprops::{
     Failure, Mutable, OpenError, OrtSettings, SESSION_PROPERTIES, Timings, Wording,
@@ -71,8 +71,8 @@ static SCORE_MODEL: LazyLock<Result<RainScoreModel, String>> =
 /// The default `rain-threshold`: the embedded rain detector's (its card's), else the hand-made
 /// score's.
 fn default_rain_threshold() -> f64 {
-    if let Some(t) = derain::raindetect::embedded()
-        .and_then(|b| derain::raindetect::read_card(b).ok())
+    if let Some(t) = derain_core::raindetect::embedded()
+        .and_then(|b| derain_core::raindetect::read_card(b).ok())
         .map(|(_, t)| t)
     {
         return t;
@@ -889,7 +889,7 @@ impl Derain {
     /// detector network, else the hand-made score. A file that cannot be used is an error
     /// naming it and the reason.
     fn open_detector(&self, settings: &Settings) -> Result<Scorer, gst::ErrorMessage> {
-        let options = derain::runtime::SessionOptions {
+        let options = derain_core::runtime::SessionOptions {
             ort_library: settings.session.ort_library_path(),
             ..Default::default()
         };
@@ -897,7 +897,7 @@ impl Derain {
             Some(path) => {
                 RainDetector::from_path(path, &options).map(|d| Scorer::Network(Box::new(d)))
             }
-            None if derain::raindetect::embedded().is_some() => {
+            None if derain_core::raindetect::embedded().is_some() => {
                 RainDetector::shipped(&options).map(|d| Scorer::Network(Box::new(d)))
             }
             None => {
@@ -923,18 +923,18 @@ impl Derain {
     /// be used leaves the running one in place with a warning on the bus.
     fn swap_detector(&self, path: Option<std::path::PathBuf>) {
         let ort_library = lock(&self.settings).session.ort_library_path();
-        let options = derain::runtime::SessionOptions {
+        let options = derain_core::runtime::SessionOptions {
             ort_library,
             ..Default::default()
         };
         let opened = match &path {
             Some(p) => RainDetector::from_path(p, &options).map(|d| Scorer::Network(Box::new(d))),
-            None if derain::raindetect::embedded().is_some() => {
+            None if derain_core::raindetect::embedded().is_some() => {
                 RainDetector::shipped(&options).map(|d| Scorer::Network(Box::new(d)))
             }
             None => match SCORE_MODEL.as_ref() {
                 Ok(m) => Ok(Scorer::Features(m.clone())),
-                Err(e) => Err(derain::raindetect::RainDetectorError::Model {
+                Err(e) => Err(derain_core::raindetect::RainDetectorError::Model {
                     origin: "embedded rain score".into(),
                     problem: e.clone(),
                 }),

@@ -10,8 +10,8 @@ mod weather;
 
 /// Name of the per-frame custom meta carrying the rain level (`rain-level`, a double in [0, 1]:
 /// the input frame's rain score, not the network's output: the calibrated probability of rain
-/// from the `rain-detector` network when one is set (`derain::raindetect`), else the hand-made
-/// score of `derain::rainscore`; above the `rain-threshold` property a frame counts as rainy).
+/// from the `rain-detector` network when one is set (`derain_core::raindetect`), else the hand-made
+/// score of `derain_core::rainscore`; above the `rain-threshold` property a frame counts as rainy).
 /// It is attached in both modes, to derained and to bypassed frames alike.
 pub const RAIN_META_NAME: &str = "GstDerainRainMeta";
 

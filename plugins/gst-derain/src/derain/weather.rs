@@ -2,9 +2,9 @@
 //! (2×2-binned, without running the network), and the hysteresis that turns scores into a mode
 //! (`rain` or `dry`) that does not flap.
 
-use derain::frame::{FrameLayout, PixelFormat, YuvDecode};
-use derain::raindetect::{RainDetector, RainDetectorError};
-use derain::rainscore::{Binned, RainScoreModel};
+use derain_core::frame::{FrameLayout, PixelFormat, YuvDecode};
+use derain_core::raindetect::{RainDetector, RainDetectorError};
+use derain_core::rainscore::{Binned, RainScoreModel};
 
 /// What scores a frame's weather: the rain detector network (the `rain-detector` property, or
 /// one embedded in the build), or the hand-made ten-feature score that builds without an
@@ -183,7 +183,7 @@ pub fn binned_from_planes(layout: &FrameLayout, planes: &[&[u8]]) -> Option<Binn
 #[cfg(test)]
 mod tests {
     use super::*;
-    use derain::frame::{self, YuvColorimetry, YuvMatrix};
+    use derain_core::frame::{self, YuvColorimetry, YuvMatrix};
 
     #[test]
     fn hysteresis_switches_exactly_at_the_counts() {

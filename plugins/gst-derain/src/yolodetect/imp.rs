@@ -30,10 +30,10 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use derain::detect::{
+use derain_core::detect::{
     DetectError, Detection, Detector, DetectorConfig, FrameRecord, Labels, PostProcess, Roi,
 };
-use derain::runtime::RuntimeError;
+use derain_core::runtime::RuntimeError;
 
 use super::{ColorOrder, DETECTION_PARAMS, InputRange, Layout, Padding, RGB_FORMATS, RoiAnchor};
 use crate::ortprops::{

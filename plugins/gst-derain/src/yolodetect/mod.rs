@@ -5,9 +5,9 @@ use gst::glib;
 use gst::prelude::*;
 use gst_video::prelude::*;
 
-use derain::detect::{ChannelOrder as LibOrder, InputRange as LibRange, Layout as LibLayout};
-use derain::detect::{ImageView, Padding as LibPadding};
-use derain::frame::PixelFormat;
+use derain_core::detect::{ChannelOrder as LibOrder, InputRange as LibRange, Layout as LibLayout};
+use derain_core::detect::{ImageView, Padding as LibPadding};
+use derain_core::frame::PixelFormat;
 
 mod imp;
 
@@ -150,7 +150,7 @@ pub enum RoiAnchor {
     WholeBox = 2,
 }
 
-impl From<RoiAnchor> for derain::detect::RoiAnchor {
+impl From<RoiAnchor> for derain_core::detect::RoiAnchor {
     fn from(a: RoiAnchor) -> Self {
         match a {
             RoiAnchor::BottomCentre => Self::BottomCentre,
