@@ -23,7 +23,7 @@ pub fn split_halves(frames: &[PathBuf], block: usize) -> (Vec<PathBuf>, Vec<Path
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for files in drives.values() {
         for (i, f) in files.iter().enumerate() {
-            if (i / block) % 2 == 0 {
+            if (i / block).is_multiple_of(2) {
                 a.push(f.clone());
             } else {
                 b.push(f.clone());
@@ -132,34 +132,34 @@ pub fn check_unpaired(clean: &[PathBuf], rainy: &[PathBuf]) -> Result<(), Unpair
         .collect();
     for r in rainy {
         let mut shared: Vec<PathBuf> = Vec::new();
-        if r.is_dir() {
-            if let Some(parent) = r.parent() {
-                let partners = parent.join("clean");
-                if partners.is_dir() && absolute(&partners) != absolute(r) {
-                    let example = std::fs::read_dir(r)
-                        .map_err(|e| UnpairedError::Manifest {
-                            path: r.clone(),
-                            reason: e.to_string(),
-                        })?
-                        .filter_map(|e| e.ok())
-                        .map(|e| e.file_name())
-                        .find(|name| partners.join(name).is_file());
-                    if let Some(example) = example {
-                        return Err(UnpairedError::PartnersReadable {
-                            rainy: r.clone(),
-                            clean: partners,
-                            example: example.to_string_lossy().into_owned(),
-                        });
-                    }
+        if r.is_dir()
+            && let Some(parent) = r.parent()
+        {
+            let partners = parent.join("clean");
+            if partners.is_dir() && absolute(&partners) != absolute(r) {
+                let example = std::fs::read_dir(r)
+                    .map_err(|e| UnpairedError::Manifest {
+                        path: r.clone(),
+                        reason: e.to_string(),
+                    })?
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name())
+                    .find(|name| partners.join(name).is_file());
+                if let Some(example) = example {
+                    return Err(UnpairedError::PartnersReadable {
+                        rainy: r.clone(),
+                        clean: partners,
+                        example: example.to_string_lossy().into_owned(),
+                    });
                 }
-                let manifest = parent.join("synth.json");
-                if manifest.is_file() {
-                    shared.extend(
-                        rendered_over(&manifest)?
-                            .into_iter()
-                            .filter(|p| clean_files.contains(&absolute(p))),
-                    );
-                }
+            }
+            let manifest = parent.join("synth.json");
+            if manifest.is_file() {
+                shared.extend(
+                    rendered_over(&manifest)?
+                        .into_iter()
+                        .filter(|p| clean_files.contains(&absolute(p))),
+                );
             }
         }
         shared.extend(
@@ -261,7 +261,7 @@ mod tests {
         img.save(rendered.join("rainy").join("b.png")).unwrap();
         let manifest = serde_json::json!({"sources": [{"source": src.join("b.png")}]});
         std::fs::write(rendered.join("synth.json"), manifest.to_string()).unwrap();
-        let e = check_unpaired(&[src.clone()], &[rendered.join("rainy")]).unwrap_err();
+        let e = check_unpaired(std::slice::from_ref(&src), &[rendered.join("rainy")]).unwrap_err();
         assert!(e.to_string().contains("b.png"), "{e}");
         // The same rendered set against the other half only: fine.
         check_unpaired(&[src.join("a.png")], &[rendered.join("rainy")]).unwrap();
