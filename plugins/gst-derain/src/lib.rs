@@ -8,10 +8,12 @@ use gst::glib;
 
 mod boxoverlay;
 mod derain;
+mod liblog;
 mod ortprops;
 mod yolodetect;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    liblog::install();
     derain::register(plugin)?;
     yolodetect::register(plugin)?;
     boxoverlay::register(plugin)
