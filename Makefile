@@ -1,5 +1,6 @@
 # The two commands a fresh machine needs: `make demo` and `make test`. Each runs the set-up first
-# (Debian packages, the pinned ONNX Runtime and torch wheels in .venv, cargo's environment).
+# (Debian packages, the pinned ONNX Runtime wheel in .venv, cargo's environment; `make test`, the
+# trainer's targets and `make lint` also the torch wheel, which only the trainer links).
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -14,16 +15,21 @@ DETECTOR ?= $(DATA)/models/yolox_nano_416.onnx
 PAIRS ?= $(DATA)/pairs/carla-dev
 PROVIDER ?= auto
 
-.PHONY: camvid-unpaired rain-detector eval-rain-detector val-seq05 val-data setup build release train-build test lint demo bench bench-gpu eval-dev eval-detect soak \
+.PHONY: camvid-unpaired rain-detector eval-rain-detector val-seq05 val-data setup setup-runtime build release train-build test lint demo bench bench-gpu eval-dev eval-detect soak \
 	latency fuzz install uninstall clean
 
 setup:
 	@./scripts/setup.sh
 
-build: setup
+# What the element, the demo and the `derain` tool without the trainer need: everything but the
+# torch wheel (about 4.8 GB), which only the trainer links (`make train-build`, `make test`).
+setup-runtime:
+	@SETUP_TORCH=0 ./scripts/setup.sh
+
+build: setup-runtime
 	$(CARGO) build --workspace
 
-release: setup
+release: setup-runtime
 	$(CARGO) build --workspace --release
 
 # Validation pairs for the training configs: rain rendered over the BDD frames, which no config
@@ -198,7 +204,7 @@ eval-dev: release
 # Does deraining help the detector? mAP@0.5 on rainy vs derained pairs (see README).
 EVAL_DETECT = MODEL="$(or $(MODEL),$(wildcard models/derain-lite.onnx))" DETECTOR="$(DETECTOR)" PAIRS="$(PAIRS)" PROVIDER="$(PROVIDER)" \
 	./scripts/eval-detect.sh
-eval-detect: setup
+eval-detect: setup-runtime
 	@$(EVAL_DETECT) --check-inputs
 	$(CARGO) build --release --bin derain
 	@$(EVAL_DETECT)

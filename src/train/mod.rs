@@ -30,5 +30,5 @@ pub use export::{ExportError, generator_model, generator_onnx, write_generator};
 pub use import::ImportError;
 pub use trainer::{
     Batch, GradientProbe, NETWORK_NAMES, ParamGrad, STAGE_START_NAME, StepReport, StepTimes,
-    SyntheticBatch, Terms, TrainError, Trainer,
+    SyntheticBatch, TermAlignment, TermGradients, Terms, TrainError, Trainer,
 };

@@ -770,6 +770,77 @@ fn load_validation(
     Ok(out)
 }
 
+/// Which way each stage-2 term pulls the generators of `checkpoint`, judged on rainy frames whose
+/// clean frames are known (`truth`: a folder with `rainy/` and `clean/`, the trainer's
+/// validation layout; the clean frames only give the reference direction and never enter the
+/// objective): [`Trainer::term_gradients`] summed over `batches` batches of `cfg`'s batch size
+/// and crop, the unpaired clean crops drawn from `cfg`'s clean footage as in training. Answers
+/// "which term pushes the wrong way" at one point of a run without training anything.
+pub fn probe_terms(
+    cfg: &RunConfig,
+    checkpoint: &Path,
+    truth: &Path,
+    batches: usize,
+) -> Result<Vec<super::TermAlignment>, RunError> {
+    use rand::{Rng, SeedableRng};
+    if cfg.train.stage != Stage::Anlcl {
+        return Err(RunError::Other(
+            "probe-terms weighs stage 2's terms: the config's train.stage must be \"anlcl\"".into(),
+        ));
+    }
+    if batches == 0 {
+        return Err(RunError::Other(
+            "probe-terms: --batches must be at least 1".into(),
+        ));
+    }
+    let mut trainer = Trainer::load(checkpoint, &cfg.train)?;
+    let crop = cfg.train.crop;
+    let pairs: Vec<_> = load_validation(truth, usize::MAX)?
+        .into_iter()
+        .filter(|(_, r, _)| r.width() as usize >= crop && r.height() as usize >= crop)
+        .collect();
+    if pairs.is_empty() {
+        return Err(RunError::Other(format!(
+            "{}: no pair holds a {crop}px crop",
+            truth.display()
+        )));
+    }
+    let (data, _) = Data::load(cfg)?;
+    let n = cfg.train.batch;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.train.seed);
+    let mut sum: Option<super::TermGradients> = None;
+    for b in 0..batches {
+        let unpaired = data.batch(b as u64, n)?;
+        let clean = tensor(&unpaired.clean, n, crop);
+        let (mut rainy, mut known) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let (_, r, c) = &pairs[rng.random_range(0..pairs.len())];
+            let x = rng.random_range(0..=r.width() - crop as u32);
+            let y = rng.random_range(0..=r.height() - crop as u32);
+            crop_chw(r, x, y, crop as u32, &mut rainy);
+            crop_chw(c, x, y, crop as u32, &mut known);
+        }
+        let g =
+            trainer.term_gradients(&tensor(&rainy, n, crop), &clean, &tensor(&known, n, crop))?;
+        match sum.as_mut() {
+            Some(s) => s.add(&g)?,
+            None => sum = Some(g),
+        }
+    }
+    Ok(sum.map(|s| s.alignment()).unwrap_or_default())
+}
+
+/// Appends the `s`×`s` crop of `img` at (`x`, `y`) to `out` as planar RGB in [0, 1].
+fn crop_chw(img: &RgbImage, x: u32, y: u32, s: u32, out: &mut Vec<f32>) {
+    for c in 0..3 {
+        for yy in y..y + s {
+            for xx in x..x + s {
+                out.push(f32::from(img.get_pixel(xx, yy)[c]) / 255.0);
+            }
+        }
+    }
+}
+
 /// G_B on one image through the element's padding and conversion code.
 pub fn derain_with(trainer: &Trainer, img: &RgbImage) -> Result<RgbImage, RunError> {
     let (w, h) = (img.width() as usize, img.height() as usize);

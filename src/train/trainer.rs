@@ -42,6 +42,8 @@ pub enum TrainError {
     Input { what: &'static str, problem: String },
     #[error(transparent)]
     Sampler(#[from] SamplerError),
+    #[error("libtorch: {0}")]
+    Torch(String),
 }
 
 /// Names of the networks, as they prefix parameter names in checkpoints and gradient probes.
@@ -519,6 +521,81 @@ impl Trainer {
         })
     }
 
+    /// Which way each term of stage 2's objective pulls the generators on one batch of rainy
+    /// frames whose clean frames are known (`truth`, never part of the objective; `clean` is the
+    /// unpaired clean batch the objective uses): each weighted term's gradient on G_B's
+    /// parameters, and on G_R's, beside the gradient of the L1 distance of G_B's output to
+    /// `truth` (of G_R's output to the true rain layer, rainy − truth). Nothing is updated, the
+    /// sampling RNG included. Sum several batches with [`TermGradients::add`], then read
+    /// [`TermGradients::alignment`]: a term whose gradient points against the reference's pushes
+    /// the generator away from the clean frames at this point of training.
+    pub fn term_gradients(
+        &mut self,
+        rainy: &Tensor,
+        clean: &Tensor,
+        truth: &Tensor,
+    ) -> Result<TermGradients, TrainError> {
+        if self.config.stage != Stage::Anlcl {
+            return Err(TrainError::Input {
+                what: "term gradients",
+                problem: "only stage 2 (anlcl) has unpaired terms to weigh".into(),
+            });
+        }
+        let fwd = self.forward(Batch::Anlcl {
+            rainy,
+            clean,
+            synthetic: None,
+        })?;
+        let truth = self.input("truth", truth)?;
+        if truth.size() != fwd.rainy.size() {
+            return Err(TrainError::Input {
+                what: "truth",
+                problem: "must have the rainy batch's shape".into(),
+            });
+        }
+        let mut clock = Clock::new(self.device);
+        let mut rng = self.rng.clone();
+        self.disc.var_store_mut().freeze();
+        let mut obj = Objective {
+            total: Tensor::zeros([], (Kind::Float, self.device)),
+            terms: TermTensors::default(),
+            times: StepTimes::default(),
+            clock: &mut clock,
+            live: Some(Vec::new()),
+        };
+        let built = self.generator_objective(&fwd, &mut obj, &mut rng);
+        self.disc.var_store_mut().unfreeze();
+        built?;
+        let trainable = |net: &Generator| -> Vec<Tensor> {
+            let mut vars: Vec<(String, Tensor)> = net.var_store().variables().into_iter().collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            vars.into_iter()
+                .map(|(_, t)| t)
+                .filter(|t| t.requires_grad())
+                .collect()
+        };
+        let (params_b, params_r) = (trainable(&self.gen_b), trainable(&self.gen_r));
+        let both = |value: &Tensor| -> Result<[Tensor; 2], TrainError> {
+            Ok([
+                flat_gradient(value, &params_b)?,
+                flat_gradient(value, &params_r)?,
+            ])
+        };
+        let reference_b = losses::supervised(&fwd.clean_hat, &truth);
+        let reference_r = losses::supervised(&fwd.rain_hat, &(&fwd.rainy - &truth));
+        let reference = [
+            flat_gradient(&reference_b, &params_b)?,
+            flat_gradient(&reference_r, &params_r)?,
+        ];
+        let mut terms = Vec::new();
+        let live = obj.live.take().unwrap_or_default();
+        for (term, value) in &live {
+            terms.push((term.name(), both(value)?));
+        }
+        terms.push(("objective", both(&obj.total)?));
+        Ok(TermGradients { reference, terms })
+    }
+
     fn zero_all_grads(&self) {
         for (_, net) in self.networks() {
             for (_, mut t) in net.var_store().variables() {
@@ -677,6 +754,7 @@ impl Trainer {
             terms: TermTensors::default(),
             times: std::mem::take(&mut report.time),
             clock,
+            live: None,
         };
         let result = self.generator_objective(fwd, &mut obj, rng);
         let Objective {
@@ -684,6 +762,7 @@ impl Trainer {
             terms,
             mut times,
             clock,
+            ..
         } = obj;
         let result = result.map(|eta_positive| {
             // Nothing to train when every network of the objective is held (warm-up of a
@@ -1018,6 +1097,104 @@ struct LayerFeatures<'a> {
     near_rain: &'a Neighbours,
 }
 
+/// Summed gradients of each stage-2 term and of the supervised reference
+/// ([`Trainer::term_gradients`]), flattened over G_B's and G_R's trainable parameters.
+#[derive(Debug)]
+pub struct TermGradients {
+    /// The L1 distance to the known clean frames (G_B) and to the true rain layer (G_R).
+    reference: [Tensor; 2],
+    /// Each weighted term in the order the objective adds them, then `objective` (their sum).
+    terms: Vec<(&'static str, [Tensor; 2])>,
+}
+
+/// How one term's summed gradient lines up with the supervised reference's.
+#[derive(Debug, Clone, Serialize)]
+pub struct TermAlignment {
+    /// The term (`consistency`, `sparsity`, ...; `objective` is the weighted sum).
+    pub term: &'static str,
+    /// Cosine between the term's gradient and the reference's on G_B: above 0 a step on the term
+    /// alone moves G_B's output toward the clean frames, below 0 away from them. `None` where
+    /// the term does not reach G_B.
+    pub cosine_b: Option<f64>,
+    /// The same on G_R, against the distance of its output to the true rain layer.
+    pub cosine_r: Option<f64>,
+    /// Norm of the term's weighted gradient on G_B, relative to the reference's.
+    pub relative_norm_b: f64,
+    /// The same on G_R.
+    pub relative_norm_r: f64,
+}
+
+impl TermGradients {
+    /// Adds another batch's gradients (the same terms, from the same trainer).
+    pub fn add(&mut self, other: &TermGradients) -> Result<(), TrainError> {
+        let same = self.terms.len() == other.terms.len()
+            && self.terms.iter().zip(&other.terms).all(|(a, b)| a.0 == b.0);
+        if !same {
+            return Err(TrainError::Input {
+                what: "term gradients",
+                problem: "the batches computed different terms".into(),
+            });
+        }
+        for (a, b) in self.reference.iter_mut().zip(&other.reference) {
+            *a = &*a + b;
+        }
+        for ((_, a), (_, b)) in self.terms.iter_mut().zip(&other.terms) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x = &*x + y;
+            }
+        }
+        Ok(())
+    }
+
+    /// Each term's cosine with the reference and its relative norm, in the objective's order.
+    pub fn alignment(&self) -> Vec<TermAlignment> {
+        let norm = |t: &Tensor| t.norm().double_value(&[]);
+        let cosine = |g: &Tensor, r: &Tensor| {
+            let (ng, nr) = (norm(g), norm(r));
+            (ng > 0.0 && nr > 0.0).then(|| (g * r).sum(Kind::Double).double_value(&[]) / (ng * nr))
+        };
+        let relative = |g: &Tensor, r: &Tensor| {
+            let nr = norm(r);
+            if nr > 0.0 { norm(g) / nr } else { 0.0 }
+        };
+        let [rb, rr] = &self.reference;
+        self.terms
+            .iter()
+            .map(|(term, [gb, gr])| TermAlignment {
+                term,
+                cosine_b: cosine(gb, rb),
+                cosine_r: cosine(gr, rr),
+                relative_norm_b: relative(gb, rb),
+                relative_norm_r: relative(gr, rr),
+            })
+            .collect()
+    }
+}
+
+/// The gradient of `value` on `params`, flattened into one vector (zeros where `value` does not
+/// depend on a parameter, or on none).
+fn flat_gradient(value: &Tensor, params: &[Tensor]) -> Result<Tensor, TrainError> {
+    let zeros = |p: &Tensor| p.zeros_like().flatten(0, -1);
+    if params.is_empty() {
+        return Ok(Tensor::zeros([0], (Kind::Float, value.device())));
+    }
+    if !value.requires_grad() {
+        let parts: Vec<Tensor> = params.iter().map(zeros).collect();
+        return Ok(Tensor::cat(&parts, 0));
+    }
+    let grads = Tensor::f_run_backward(&[value], params, true, false)
+        .map_err(|e| TrainError::Torch(format!("gradient of a term: {e}")))?;
+    let parts: Vec<Tensor> = grads
+        .iter()
+        .zip(params)
+        .map(|(g, p)| match g.defined() {
+            true => g.flatten(0, -1),
+            false => zeros(p),
+        })
+        .collect();
+    Ok(Tensor::cat(&parts, 0))
+}
+
 /// A term of the objective.
 #[derive(Debug, Clone, Copy)]
 enum Term {
@@ -1030,6 +1207,23 @@ enum Term {
     SupervisedClean,
     SupervisedRain,
     Identity,
+}
+
+impl Term {
+    /// The term's name in [`Terms`] and the logs.
+    fn name(self) -> &'static str {
+        match self {
+            Term::Consistency => "consistency",
+            Term::Sparsity => "sparsity",
+            Term::Adversarial => "adversarial",
+            Term::LayerContrastive => "layer_contrastive",
+            Term::Asymmetric => "asymmetric",
+            Term::Location => "location",
+            Term::SupervisedClean => "supervised_clean",
+            Term::SupervisedRain => "supervised_rain",
+            Term::Identity => "identity",
+        }
+    }
 }
 
 impl Terms {
@@ -1078,6 +1272,8 @@ struct Objective<'c> {
     terms: TermTensors,
     times: StepTimes,
     clock: &'c mut Clock,
+    /// The weighted terms still in the graph, kept only by [`Trainer::term_alignment`].
+    live: Option<Vec<(Term, Tensor)>>,
 }
 
 impl Objective<'_> {
@@ -1088,6 +1284,9 @@ impl Objective<'_> {
     }
 
     fn add_uncharged(&mut self, term: Term, weight: f64, value: Tensor) {
+        if let Some(live) = self.live.as_mut() {
+            live.push((term, &value * weight));
+        }
         self.total = &self.total + &value * weight;
         self.terms.0[term as usize] = Some(value.detach());
     }
@@ -1198,10 +1397,77 @@ mod tests {
             terms: TermTensors::default(),
             times: StepTimes::default(),
             clock: &mut clock,
+            live: None,
         };
         let mut rng = t.rng.clone();
         t.generator_objective(&fwd, &mut obj, &mut rng).unwrap();
         obj.terms.values()
+    }
+
+    #[test]
+    fn term_gradients_sum_to_the_objective_and_update_nothing() {
+        let mut cfg = lite_config();
+        cfg.loss.identity = 0.5;
+        cfg.loss.asymmetric = 0.0;
+        let mut t = Trainer::new(&cfg).unwrap();
+        let (rainy, clean, truth) = (images(1), images(2), images(3));
+        let before = all_tensors(&t);
+        let g = t.term_gradients(&rainy, &clean, &truth).unwrap();
+        let after = all_tensors(&t);
+        for ((name, a), (_, b)) in before.iter().zip(&after) {
+            assert!(a.equal(b), "{name} changed");
+        }
+        assert_eq!(t.step_count(), 0);
+
+        let names: Vec<&str> = g.terms.iter().map(|(n, _)| *n).collect();
+        for want in [
+            "adversarial",
+            "consistency",
+            "layer_contrastive",
+            "location",
+            "identity",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        assert!(!names.contains(&"asymmetric"), "a weight-0 term was probed");
+        assert_eq!(names.last(), Some(&"objective"));
+        // The weighted terms add up to the objective, on both generators.
+        for which in 0..2 {
+            let objective = &g.terms.last().unwrap().1[which];
+            let mut sum = objective.zeros_like();
+            for (_, v) in &g.terms[..g.terms.len() - 1] {
+                sum = sum + &v[which];
+            }
+            let err = (&sum - objective).norm().double_value(&[]);
+            let scale = objective.norm().double_value(&[]).max(1e-12);
+            assert!(
+                err / scale < 1e-4,
+                "generator {which}: terms sum off by {err}"
+            );
+        }
+        // Summing a batch twice keeps every cosine and doubles nothing relative.
+        let once = g.alignment();
+        let mut twice = t.term_gradients(&rainy, &clean, &truth).unwrap();
+        twice.add(&g).unwrap();
+        for (a, b) in once.iter().zip(twice.alignment()) {
+            assert_eq!(a.term, b.term);
+            for (x, y) in [(a.cosine_b, b.cosine_b), (a.cosine_r, b.cosine_r)] {
+                if let (Some(x), Some(y)) = (x, y) {
+                    assert!(
+                        (-1.0..=1.0).contains(&x) && (x - y).abs() < 1e-4,
+                        "{x} vs {y}"
+                    );
+                }
+            }
+        }
+
+        let mut pre = Trainer::new(&TrainConfig {
+            stage: Stage::Pretrain,
+            ..lite_config()
+        })
+        .unwrap();
+        let err = pre.term_gradients(&rainy, &clean, &truth).unwrap_err();
+        assert!(err.to_string().contains("anlcl"), "{err}");
     }
 
     /// Adds 0.05 to every parameter of `net` whose name starts with `prefix`.

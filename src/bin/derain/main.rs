@@ -59,6 +59,8 @@ enum Command {
     Train(train_cmd::TrainArgs),
     /// Export a trained generator from a run or checkpoint to ONNX, with its model card.
     Export(train_cmd::ExportArgs),
+    /// Which way each stage-2 loss term pulls a checkpoint, against frames with known clean ones.
+    ProbeTerms(train_cmd::ProbeArgs),
     /// Print a model's card (what it is, how it was trained, its scores).
     Info {
         /// The ONNX generator.
@@ -117,6 +119,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::EvalDetect(args) => eval_detect_cmd::run(args)?,
         Command::Train(args) => train_cmd::train(args)?,
         Command::Export(args) => train_cmd::export(args)?,
+        Command::ProbeTerms(args) => train_cmd::probe(args)?,
         Command::Info { model } => {
             let bytes = std::fs::read(&model)
                 .with_context(|| format!("cannot read {}", model.display()))?;

@@ -88,6 +88,35 @@ pub struct ExportArgs {
     card: Option<PathBuf>,
 }
 
+/// `derain probe-terms`: which way each stage-2 term pulls a checkpoint's generators.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Prints, for each weighted term of the config's stage-2 objective, the cosine \
+between its gradient and the gradient of the L1 distance to the known clean frames, on G_B's \
+parameters (and G_R's, against the true rain layer), summed over the batches. Above 0: a step on \
+that term alone moves the output toward the clean frames; below 0: away from them."
+)]
+pub struct ProbeArgs {
+    /// Stage-2 run configuration (TOML): the terms, their weights, the clean footage.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// The checkpoint to probe (a run's checkpoint.safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Rainy frames with known clean frames: a folder holding rainy/ and clean/.
+    #[arg(long)]
+    truth: PathBuf,
+    /// Batches to sum over.
+    #[arg(long, default_value_t = 16)]
+    batches: usize,
+    /// Override a setting, as for `derain train` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
 #[cfg(not(feature = "train"))]
 fn no_trainer() -> anyhow::Error {
     anyhow::anyhow!(
@@ -104,6 +133,38 @@ pub fn train(_: TrainArgs) -> Result<()> {
 #[cfg(not(feature = "train"))]
 pub fn export(_: ExportArgs) -> Result<()> {
     Err(no_trainer())
+}
+
+#[cfg(not(feature = "train"))]
+pub fn probe(_: ProbeArgs) -> Result<()> {
+    Err(no_trainer())
+}
+
+#[cfg(feature = "train")]
+pub fn probe(args: ProbeArgs) -> Result<()> {
+    use anyhow::Context;
+    use derain::train::run::{self, RunConfig};
+    let cfg = RunConfig::load(&args.config, &args.sets)?;
+    let rows = run::probe_terms(&cfg, &args.checkpoint, &args.truth, args.batches)
+        .with_context(|| format!("probing {}", args.checkpoint.display()))?;
+    let cell = |c: Option<f64>| c.map_or("-".to_owned(), |c| format!("{c:+.3}"));
+    println!("| term | cos G_B | cos G_R | norm G_B / ref | norm G_R / ref |");
+    println!("|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {:.3} | {:.3} |",
+            r.term,
+            cell(r.cosine_b),
+            cell(r.cosine_r),
+            r.relative_norm_b,
+            r.relative_norm_r
+        );
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&rows)?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 #[cfg(feature = "train")]
