@@ -163,12 +163,7 @@ pub struct Batch {
 /// The random numbers of one sample: a generator seeded by mixing (seed, stream, step, index)
 /// through SplitMix64, so no two samples share a sequence and any step can be rebuilt alone.
 fn sample_rng(seed: u64, stream: u64, step: u64, index: usize) -> ChaCha8Rng {
-    fn mix(mut z: u64) -> u64 {
-        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
+    use crate::seed::mix;
     let h = mix(mix(mix(mix(seed) ^ stream) ^ step) ^ index as u64);
     ChaCha8Rng::seed_from_u64(h)
 }

@@ -15,5 +15,6 @@ pub mod map;
 pub mod metrics;
 pub mod onnx;
 pub mod plot;
+pub mod seed;
 pub mod stills;
 pub mod synth;

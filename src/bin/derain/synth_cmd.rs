@@ -168,10 +168,8 @@ const LINE_SALT: u64 = 0x6c69_6e65_434f_494e;
 /// Mixes the user's seed with a source's position so each source gets its own, reproducible,
 /// rain (SplitMix64 finaliser).
 fn source_seed(seed: u64, index: usize) -> u64 {
-    let mut z = seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    use derain::seed::{GOLDEN, finalise};
+    finalise(seed ^ (index as u64).wrapping_mul(GOLDEN))
 }
 
 pub fn run(args: SynthArgs) -> Result<()> {
@@ -264,7 +262,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
         if fresh {
             let seed = source_seed(args.seed, idx);
             // A uniform draw in [0, 1) from the source's own seed.
-            let coin = (source_seed(seed ^ LINE_SALT, idx) >> 11) as f64 / (1u64 << 53) as f64;
+            let coin = derain::seed::unit(source_seed(seed ^ LINE_SALT, idx));
             let job = if coin < args.line_negatives {
                 let lines = LinePattern::random(seed, w, h);
                 record.push(serde_json::json!({

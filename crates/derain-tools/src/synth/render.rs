@@ -24,6 +24,7 @@
 use std::sync::{Mutex, TryLockError};
 
 use crate::imageio::RgbImage;
+use crate::seed::mix;
 
 use super::drops::{self, WindshieldDrop};
 use super::scatter::MAX_BETA;
@@ -842,14 +843,6 @@ fn veil_rows(veil: Option<&Veil>, height: u32) -> Vec<f32> {
             _ => 0.0,
         })
         .collect()
-}
-
-/// SplitMix64's finaliser: a fast, well-mixed, platform-independent 64-bit hash.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// A tiny counter-based generator keyed by (seed, drop, cycle): random access into the stream of
