@@ -143,13 +143,17 @@ pub enum DerainError<E: std::error::Error + 'static = RuntimeError> {
     /// The frame's planes do not fit the layout, or its size cannot be addressed.
     #[error(transparent)]
     Frame(#[from] FrameError),
-    /// The padded frame has more than [`MAX_PIXELS`] pixels.
+    /// The padded frame has more pixels than the derainer takes ([`MAX_PIXELS`] unless
+    /// [`Derainer::with_max_pixels`] said otherwise).
     #[error(
-        "{width}x{height} frames are larger than a derainer takes (at most {} megapixels, e.g. \
-         8192x8192)",
-        MAX_PIXELS / 1_000_000
+        "{width}x{height} frames are larger than this derainer takes (at most {max_pixels} pixels \
+         after padding)"
     )]
-    TooLarge { width: usize, height: usize },
+    TooLarge {
+        width: usize,
+        height: usize,
+        max_pixels: usize,
+    },
     /// The scratch tensor for the frame size could not be allocated.
     #[error("cannot allocate the {width}x{height} frame's tensor ({megabytes} MB)")]
     OutOfMemory {
@@ -189,6 +193,8 @@ pub struct Derainer<N: Network = Generator> {
     padded: (usize, usize),
     /// Frames go through [`Network::run_frame`] (set by [`Derainer::use_frame_path`]).
     frame_path: bool,
+    /// The largest padded frame taken, in pixels.
+    max_pixels: usize,
 }
 
 impl<N: Network> Derainer<N> {
@@ -201,7 +207,14 @@ impl<N: Network> Derainer<N> {
             tensor: Vec::new(),
             padded: (0, 0),
             frame_path: false,
+            max_pixels: MAX_PIXELS,
         }
+    }
+
+    /// The same derainer taking padded frames of up to `max_pixels` pixels instead of
+    /// [`MAX_PIXELS`] (still images on a workstation may be larger than any camera's frames).
+    pub fn with_max_pixels(self, max_pixels: usize) -> Self {
+        Self { max_pixels, ..self }
     }
 
     /// Sets up the network's own frame path (the GPU frame path of a [`Generator`] in a `cuda`
@@ -246,11 +259,11 @@ impl<N: Network> Derainer<N> {
         self.padded
     }
 
-    /// Configures the derainer for frames of `layout`'s format, size and colorimetry (its strides
-    /// are the default for [`Derainer::process`] callers that pass the same), sizing the scratch
-    /// tensor. Returns whether the network input size changed (then a [`Derainer::warm_up`] is
-    /// due). A frame too large ([`MAX_PIXELS`]) or one whose tensor cannot be allocated is an
-    /// error, and leaves the derainer as it was.
+    /// Configures the derainer for frames of `layout`'s format, size and colorimetry (the strides
+    /// come with each frame, see [`Derainer::process`]), sizing the scratch tensor. Returns
+    /// whether the network input size changed (then a [`Derainer::warm_up`] is due). A frame too
+    /// large ([`MAX_PIXELS`]) or one whose tensor cannot be allocated is an error, and leaves the
+    /// derainer as it was.
     pub fn configure(&mut self, layout: FrameLayout) -> Result<bool, DerainError<N::Error>> {
         let resized = self.reserve(layout.width, layout.height)?;
         self.layout = Some(layout);
@@ -264,9 +277,13 @@ impl<N: Network> Derainer<N> {
         let floats = padded
             .0
             .checked_mul(padded.1)
-            .filter(|&p| p <= MAX_PIXELS)
-            .map(|p| 3 * p)
-            .ok_or(DerainError::TooLarge { width, height })?;
+            .filter(|&p| p <= self.max_pixels)
+            .and_then(|p| p.checked_mul(3))
+            .ok_or(DerainError::TooLarge {
+                width,
+                height,
+                max_pixels: self.max_pixels,
+            })?;
         // Kept when it has the size already: every frame overwrites all of it.
         if self.tensor.len() != floats {
             let mut tensor = Vec::new();

@@ -263,6 +263,20 @@ fn errors_say_what_is_wrong_and_whose_fault() {
         derainer.layout().is_none(),
         "a refused layout changes nothing"
     );
+    let mut small = Derainer::new(Affine::new(8)).with_max_pixels(40 * 24);
+    assert!(
+        small
+            .configure(FrameLayout::packed(PixelFormat::Rgb, 33, 17))
+            .is_ok()
+    );
+    assert!(matches!(
+        small.configure(FrameLayout::packed(PixelFormat::Rgb, 41, 17)),
+        Err(DerainError::TooLarge {
+            width: 41,
+            height: 17,
+            max_pixels: 960
+        })
+    ));
 
     derainer.configure(layout).expect("configures");
     let e = derainer
