@@ -1,10 +1,11 @@
-//! Running a generator on still images: the same frame conversion and padding the element uses
-//! (`frame::frame_to_tensor` / `tensor_to_frame` on packed RGB), so `derain eval`, the demo and
-//! the detection evaluation score exactly what the element would output.
+//! Running a generator on still images: the element's own frame path (`Derainer`: the same
+//! conversion and padding, on packed RGB), so `derain eval`, the demo and the detection evaluation
+//! score exactly what the element would output.
 
 use image::RgbImage;
 
-use derain_core::frame::{FrameError, FrameLayout, PixelFormat, frame_to_tensor, tensor_to_frame};
+use derain_core::derainer::{DerainError, Derainer};
+use derain_core::frame::{FrameError, FrameLayout, PixelFormat};
 use derain_core::runtime::{Generator, RuntimeError};
 
 /// Errors from deraining a still image.
@@ -14,20 +15,37 @@ pub enum StillError {
     Frame(#[from] FrameError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The image is larger than a derainer takes, or its tensor cannot be allocated.
+    #[error("{0}")]
+    Size(String),
+}
+
+impl From<DerainError> for StillError {
+    fn from(e: DerainError) -> Self {
+        match e {
+            DerainError::Frame(e) => StillError::Frame(e),
+            DerainError::Run(e) => StillError::Runtime(e),
+            other => StillError::Size(other.to_string()),
+        }
+    }
 }
 
 /// Derains one RGB image with `generator` and returns the output at the input's size.
 pub fn derain_image(generator: &mut Generator, input: &RgbImage) -> Result<RgbImage, StillError> {
     let (w, h) = (input.width() as usize, input.height() as usize);
     let layout = FrameLayout::packed(PixelFormat::Rgb, w, h);
-    let multiple_of = generator.multiple_of();
-    let mut tensor = vec![0f32; layout.tensor_len(multiple_of)?];
-    let (hp, wp) = frame_to_tensor(&layout, &[input.as_raw()], multiple_of, &mut tensor)?;
+    // No size limit beyond what memory allows: a still is not a camera's stream.
+    let mut derainer = Derainer::new(generator).with_max_pixels(usize::MAX);
+    derainer.configure(layout)?;
     let mut out = vec![0u8; w * h * 3];
-    generator.run(&tensor, hp, wp, |clean| {
-        tensor_to_frame(clean, hp, wp, &layout, &mut [&mut out[..]])
-    })??;
+    derainer.process(
+        layout.strides,
+        &[input.as_raw()],
+        layout.strides,
+        &mut [&mut out[..]],
+    )?;
     // The buffer was sized from the same w and h, so this cannot fail; keep it an error anyway.
+    let (hp, wp) = derainer.padded();
     RgbImage::from_raw(input.width(), input.height(), out).ok_or(StillError::Frame(
         FrameError::TensorTooSmall {
             hp,

@@ -27,7 +27,8 @@ use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 use gst_video::subclass::prelude::*;
 
-use derain_core::frame::{self, FrameLayout, PixelFormat, YuvColorimetry, YuvMatrix};
+use derain_core::derainer::{DerainError, Derainer, MAX_PIXELS};
+use derain_core::frame::{FrameLayout, PixelFormat, YuvColorimetry, YuvMatrix};
 use derain_core::model::{Model, ModelError};
 use derain_core::raindetect::RainDetector;
 use derain_core::rainscore::RainScoreModel;
@@ -40,6 +41,11 @@ use crate::ortprops::{
 use super::latency::LatencyEstimate;
 use super::weather::{self, Hysteresis, Scorer};
 use super::{Bypass, DropPolicy, RAIN_META_NAME, WeatherSource};
+
+/// The hot reload (a child module, in its own file beside this one).
+#[path = "reload.rs"]
+mod reload;
+use reload::{Boundaries, Reloads};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -59,10 +65,6 @@ const WORDING: Wording = Wording {
     mean_nick: "Mean processing time (ms)",
     timed: "processed frame (rain score, conversion and inference)",
 };
-/// The largest frame taken, in pixels (after padding): 8192x8192. The float tensor alone costs
-/// 12 bytes a pixel (800 MB here); caps beyond this come from corrupt streams, not cameras, and
-/// allocating for them would abort the process.
-const MAX_PIXELS: usize = 8192 * 8192;
 /// The hand-made rain score (embedded in the library), parsed once: the weather signal when no
 /// rain detector network is set or embedded.
 static SCORE_MODEL: LazyLock<Result<RainScoreModel, String>> =
@@ -185,7 +187,7 @@ struct Stats {
     /// Whether the bus has been warned that processing cannot keep up (once per start).
     warned_late: bool,
     active_provider: String,
-    /// Whether frames are converted on the GPU (see `State::gpu_frames`).
+    /// Whether frames are converted on the GPU (see `State::derainer`).
     gpu_frames: bool,
     /// Seconds per processed frame (rain score, conversion and inference); the p99 window holds
     /// the current frame size's and model's only.
@@ -254,18 +256,16 @@ impl Stats {
 
 /// What exists while running: created in `start()`, dropped in `stop()`.
 struct State {
+    /// The running model (its frame-size contract is checked against new caps).
     model: Model,
-    generator: Generator,
-    /// Set by `set_info()` for the negotiated caps.
+    /// Its session, the frame layout of the negotiated caps and the scratch tensor: frame in,
+    /// frame out. Frames cross to the GPU once and are converted there when its frame path is on
+    /// (`cuda` feature, GPU provider).
+    derainer: Derainer,
+    /// Set by `set_info()` for the negotiated caps (with the derainer's layout).
     info: Option<gst_video::VideoInfo>,
-    layout: Option<FrameLayout>,
-    has_alpha: bool,
-    padded: (usize, usize),
-    tensor: Vec<f32>,
     /// Whether upstream is live (asked once per stream).
     live: Option<bool>,
-    /// Frames cross to the GPU once and are converted there (`cuda` feature, GPU provider).
-    gpu_frames: bool,
     /// What scores every `score-interval`-th input frame.
     detector: Scorer,
 }
@@ -289,35 +289,6 @@ pub struct Derain {
     boundaries: Arc<Boundaries>,
 }
 
-/// How long a loader waits for a frame boundary before its warm-up frame: a stream that has
-/// stopped flowing must not hold a reload up.
-const BOUNDARY_PATIENCE: Duration = Duration::from_millis(100);
-
-/// The frame boundaries the streaming thread passes, so that a loader runs the new session's
-/// warm-up frame right after one: in a live stream the element is idle then (a frame takes less
-/// than the frame period), so the warm-up takes cores the stream is not using. Written by hand:
-/// a counter and a condition variable, which no crate does more simply.
-#[derive(Default)]
-struct Boundaries {
-    passed: Mutex<u64>,
-    cv: std::sync::Condvar,
-}
-
-impl Boundaries {
-    /// The streaming thread is between two frames.
-    fn pass(&self) {
-        *lock(&self.passed) += 1;
-        self.cv.notify_all();
-    }
-
-    /// Waits until the streaming thread next passes a boundary, or `patience` has gone by.
-    fn wait_next(&self, patience: Duration) {
-        let guard = lock(&self.passed);
-        let seen = *guard;
-        let _ = self.cv.wait_timeout_while(guard, patience, |n| *n == seen);
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere must not take the element down with it: the data is plain counters.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -328,21 +299,12 @@ struct Opened {
     /// The settings it was opened with.
     settings: OrtSettings,
     model: Model,
-    generator: Generator,
-    gpu_frames: bool,
+    /// The session, with its GPU frame path set up when it has one.
+    derainer: Derainer,
     /// Which model runs, and why (for the log).
     why: String,
     /// The network input size it was warmed up at, and how long that run took.
     warm: Option<((usize, usize), Duration)>,
-}
-
-/// Names the model of `settings` in messages.
-fn model_name(settings: &OrtSettings) -> String {
-    if settings.model.is_empty() {
-        "the embedded default model".to_owned()
-    } else {
-        format!("'{}'", settings.model)
-    }
 }
 
 /// Opens the model and session `settings` ask for. With `frame` (width, height), the model must
@@ -354,7 +316,7 @@ fn open(
     before_warm_up: impl FnOnce(),
 ) -> Result<Opened, OpenError> {
     let options = settings.session_options()?;
-    let (model, mut generator, why) = if settings.model.is_empty() {
+    let (model, generator, why) = if settings.model.is_empty() {
         super::defaults::open(&options).map_err(OpenError::settings)?
     } else {
         let model = Model::from_path(&settings.model).map_err(|e| {
@@ -375,26 +337,20 @@ fn open(
         );
         (model, generator, why)
     };
-    let gpu_frames = match generator.use_gpu_frames() {
-        Ok(gpu) => gpu,
-        Err(why) => {
-            gst::warning!(
-                CAT,
-                "converting frames on the CPU: the GPU frame path is unavailable ({why})"
-            );
-            false
-        }
-    };
+    let mut derainer = Derainer::new(generator);
+    if let Err(why) = derainer.use_frame_path() {
+        gst::warning!(
+            CAT,
+            "converting frames on the CPU: the GPU frame path is unavailable ({why})"
+        );
+    }
     let mut warm = None;
     if let Some((width, height)) = frame {
         model
             .check_frame_size(width, height)
             .map_err(|why| OpenError::new(Failure::Contract, why))?;
-        let (hp, wp) = frame::padded_size(height, width, generator.multiple_of());
-        let tensor = vec![0.0f32; 3 * hp * wp];
         before_warm_up();
-        let started = Instant::now();
-        generator.run(&tensor, hp, wp, |_| ()).map_err(|e| {
+        let took = derainer.warm_up_at(width, height).map_err(|e| {
             OpenError::new(
                 Failure::Contract,
                 format!(
@@ -403,339 +359,18 @@ fn open(
                 ),
             )
         })?;
-        warm = Some(((hp, wp), started.elapsed()));
+        warm = Some((derainer.padded(), took));
     }
     Ok(Opened {
         settings: settings.clone(),
         model,
-        generator,
-        gpu_frames,
+        derainer,
         why,
         warm,
     })
 }
 
-/// The warning text of a refused reload.
-fn refusal(generation: u64, wanted: &OrtSettings, e: &OpenError, running: &str) -> String {
-    format!(
-        "reload {generation}: cannot switch to {}: {}; {running} keeps running",
-        model_name(wanted),
-        e.reason
-    )
-}
-
-/// One reload asked for while running.
-struct Request {
-    /// Its number: only the latest request's outcome is used or reported.
-    generation: u64,
-    settings: OrtSettings,
-    /// The stream's frame size (width, height) when asked, if caps are set.
-    frame: Option<(usize, usize)>,
-}
-
-/// The hot reload: at most one loader thread per element opens requested sessions beside the
-/// running one; the streaming thread swaps a ready one in at the next frame boundary.
-#[derive(Default)]
-struct Reloads {
-    /// Between `start()` (once its session is open) and `stop()`.
-    running: bool,
-    /// The number of the latest request.
-    generation: u64,
-    /// The latest request not yet taken by the loader (a newer one replaces it: the last wins).
-    request: Option<Request>,
-    /// A session loaded for the latest request (its number), to be swapped in at the next frame.
-    ready: Option<(u64, Box<Opened>)>,
-    /// The loader thread; `busy` while it runs (once not, it has returned or is returning).
-    thread: Option<JoinHandle<()>>,
-    busy: bool,
-    /// The negotiated frame size (width, height), which a new model must take.
-    frame: Option<(usize, usize)>,
-    /// The thread closing the session a swap replaced (joined at the next swap and at stop).
-    closer: Option<JoinHandle<()>>,
-}
-
-/// The loader thread: opens the latest request until none is left. A session opened for a
-/// request that is no longer the latest is closed here, never swapped in.
-fn loader(
-    reloads: Arc<Mutex<Reloads>>,
-    boundaries: Arc<Boundaries>,
-    element: glib::WeakRef<super::Derain>,
-) {
-    loop {
-        let request = {
-            let mut r = lock(&reloads);
-            match r.request.take() {
-                Some(q) => q,
-                None => {
-                    r.busy = false;
-                    return;
-                }
-            }
-        };
-        let outcome = open(&request.settings, request.frame, || {
-            boundaries.wait_next(BOUNDARY_PATIENCE)
-        });
-        let mut r = lock(&reloads);
-        let latest = r.running && r.generation == request.generation;
-        // The caps changed while it loaded: a model refused at the old size is tried again at
-        // the new one (one that took the old size is checked against the new one at the swap).
-        let resized = r.frame != request.frame;
-        match outcome {
-            Err(_) if latest && resized && r.request.is_none() => {
-                r.request = Some(Request {
-                    frame: r.frame,
-                    ..request
-                });
-            }
-            Ok(opened) if latest => {
-                r.ready = Some((request.generation, Box::new(opened)));
-                if r.request.is_none() {
-                    // Done: the thread ends here, so the swap can join it at once.
-                    r.busy = false;
-                    return;
-                }
-            }
-            Ok(superseded) => {
-                drop(r);
-                // Closed on this thread, outside the lock.
-                drop(superseded);
-            }
-            Err(e) => {
-                drop(r);
-                if latest && let Some(element) = element.upgrade() {
-                    element
-                        .imp()
-                        .refuse(request.generation, &request.settings, &e);
-                }
-            }
-        }
-    }
-}
-
 impl Derain {
-    /// Asks for the session `s.session` describes to replace the running one (called with the
-    /// settings lock held). Returns a finished loader thread to join, and a warning to post,
-    /// once the locks are released.
-    fn request_reload(&self, s: &mut Settings) -> (Option<JoinHandle<()>>, Option<gst::Message>) {
-        let settings = &s.session;
-        let mut r = lock(&self.reloads);
-        if !r.running {
-            return (None, None);
-        }
-        r.generation += 1;
-        r.request = Some(Request {
-            generation: r.generation,
-            settings: settings.clone(),
-            frame: r.frame,
-        });
-        gst::info!(
-            CAT,
-            imp = self,
-            "reload {} requested: {}",
-            r.generation,
-            model_name(settings)
-        );
-        // A session loaded for an earlier request is not wanted any more.
-        let superseded = r.ready.take();
-        let mut finished = None;
-        if !r.busy {
-            finished = r.thread.take();
-            let reloads = Arc::clone(&self.reloads);
-            let boundaries = Arc::clone(&self.boundaries);
-            let element = self.obj().downgrade();
-            match std::thread::Builder::new()
-                .name("derain-reload".into())
-                .spawn(move || loader(reloads, boundaries, element))
-            {
-                Ok(handle) => {
-                    r.thread = Some(handle);
-                    r.busy = true;
-                }
-                Err(e) => {
-                    let generation = r.generation;
-                    r.request = None;
-                    drop(r);
-                    drop(superseded);
-                    let e = OpenError::new(
-                        Failure::Session,
-                        format!("cannot start the loader thread: {e}"),
-                    );
-                    let running = s.active.as_ref().map(model_name).unwrap_or_default();
-                    let text = refusal(generation, &s.session, &e, &running);
-                    if let Some(active) = s.active.clone() {
-                        s.session = active;
-                    }
-                    gst::warning!(CAT, imp = self, "{text}");
-                    return (finished, Some(e.warning(self.obj().upcast_ref(), &text)));
-                }
-            }
-        }
-        drop(r);
-        drop(superseded);
-        (finished, None)
-    }
-
-    /// Cancels any reload in flight or waiting (the running session was asked for again).
-    fn cancel_reload(&self) {
-        let superseded = {
-            let mut r = lock(&self.reloads);
-            r.generation += 1;
-            r.request = None;
-            r.ready.take()
-        };
-        drop(superseded);
-    }
-
-    /// A reload that failed (`e`): unless a newer request is pending, the settings go back to
-    /// the session that keeps running; the bus gets a warning naming the model and the reason.
-    fn refuse(&self, generation: u64, wanted: &OrtSettings, e: &OpenError) {
-        {
-            let mut s = lock(&self.settings);
-            let latest = lock(&self.reloads).generation == generation;
-            if latest && let Some(active) = s.active.clone() {
-                s.session = active;
-            }
-        }
-        self.warn_refused(generation, wanted, e);
-    }
-
-    fn warn_refused(&self, generation: u64, wanted: &OrtSettings, e: &OpenError) {
-        let running = {
-            let s = lock(&self.settings);
-            s.active.as_ref().map(model_name).unwrap_or_default()
-        };
-        let text = refusal(generation, wanted, e, &running);
-        gst::warning!(CAT, imp = self, "{text}");
-        self.post(e.warning(self.obj().upcast_ref(), &text));
-    }
-
-    /// At a frame boundary (no frame in the network): swaps in a session a reload has made
-    /// ready. Returns the old model and session, to be closed once the frame has gone through.
-    fn swap_if_ready(&self) -> Option<(Model, Generator)> {
-        let (generation, opened, finished) = {
-            let mut r = lock(&self.reloads);
-            let (generation, opened) = r.ready.take()?;
-            // A loader that has nothing left to do is ending (or has ended): joined here, so a
-            // swap leaves no thread behind.
-            let finished = if r.busy { None } else { r.thread.take() };
-            (generation, opened, finished)
-        };
-        if let Some(t) = finished {
-            let _ = t.join();
-        }
-        let Opened {
-            settings,
-            model,
-            generator,
-            gpu_frames,
-            why,
-            warm,
-        } = *opened;
-        let mut guard = lock(&self.state);
-        let state = guard.as_mut()?;
-        let mut warm_time = None;
-        if let Some(info) = state.info.as_ref() {
-            let (width, height) = (info.width() as usize, info.height() as usize);
-            // The caps may have changed since the loader checked the model.
-            let padded = frame::padded_size(height, width, generator.multiple_of());
-            let floats = 3 * padded.0 * padded.1;
-            let checked = model.check_frame_size(width, height).and_then(|()| {
-                if padded == state.padded {
-                    return Ok(());
-                }
-                let mut tensor = Vec::new();
-                tensor.try_reserve_exact(floats).map_err(|_| {
-                    format!("cannot allocate the {width}x{height} frame's tensor for it")
-                })?;
-                tensor.resize(floats, 0.0);
-                state.tensor = tensor;
-                state.padded = padded;
-                Ok(())
-            });
-            if let Err(why) = checked {
-                drop(guard);
-                self.refuse(
-                    generation,
-                    &settings,
-                    &OpenError::new(Failure::Contract, why),
-                );
-                return None;
-            }
-            warm_time = warm.filter(|(at, _)| *at == padded).map(|(_, t)| t);
-        }
-        let old_model = std::mem::replace(&mut state.model, model);
-        let old_generator = std::mem::replace(&mut state.generator, generator);
-        state.gpu_frames = gpu_frames;
-        let provider = state.generator.provider().to_string();
-        drop(guard);
-        gst::info!(CAT, imp = self, "reloaded: {why}");
-        lock(&self.settings).active = Some(settings.clone());
-        let (policy, max_lateness) = self.lateness_settings();
-        let moved = {
-            let mut stats = lock(&self.stats);
-            stats.active_provider = provider.clone();
-            stats.gpu_frames = gpu_frames;
-            // The old model's times say nothing about the new one.
-            stats.timings.clear_window();
-            warm_time.is_some_and(|t| {
-                stats.estimate.warm_up(t, Instant::now())
-                    && stats.refresh_latency(policy, max_lateness)
-            })
-        };
-        self.post(
-            gst::message::Element::builder(
-                gst::Structure::builder("derain-model")
-                    .field("model", settings.model.as_str())
-                    .field("active-provider", provider.as_str())
-                    .build(),
-            )
-            .src(&*self.obj())
-            .build(),
-        );
-        let obj = self.obj();
-        obj.notify("model");
-        obj.notify("active-provider");
-        if moved {
-            self.announce_latency();
-        }
-        Some((old_model, old_generator))
-    }
-
-    /// Stops the reload machinery: the request waiting is forgotten, a session in flight is
-    /// closed by its thread, which is joined.
-    fn stop_reloads(&self) {
-        let (thread, ready, closer) = {
-            let mut r = lock(&self.reloads);
-            r.running = false;
-            r.generation += 1;
-            r.request = None;
-            r.frame = None;
-            (r.thread.take(), r.ready.take(), r.closer.take())
-        };
-        drop(ready);
-        for thread in [thread, closer].into_iter().flatten() {
-            let _ = thread.join();
-        }
-    }
-
-    /// Closes the session a swap replaced on a thread of its own, so that closing it (freeing
-    /// its memory, joining its threads) delays no frame; the closer of the swap before, long
-    /// done by now, is joined first, so at most one is ever left.
-    fn retire(&self, retired: (Model, Generator)) {
-        let earlier = lock(&self.reloads).closer.take();
-        if let Some(t) = earlier {
-            let _ = t.join();
-        }
-        // A thread that cannot start drops its closure, and with it the session, right here.
-        match std::thread::Builder::new()
-            .name("derain-close".into())
-            .spawn(move || drop(retired))
-        {
-            Ok(handle) => lock(&self.reloads).closer = Some(handle),
-            Err(e) => gst::debug!(CAT, imp = self, "closed the old session here: {e}"),
-        }
-    }
-
     /// How long after its running time `buf` reaches this element (live pipelines only): the
     /// delay it has gathered upstream, our own earlier frames included.
     fn input_age(&self, buf: &gst::BufferRef) -> Option<gst::ClockTime> {
@@ -970,7 +605,7 @@ impl Derain {
     fn score(&self, inbuf: &gst::BufferRef) -> Result<Option<f64>, gst::FlowError> {
         let mut guard = lock(&self.state);
         let state = guard.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
-        let (Some(layout), Some(info)) = (state.layout, state.info.as_ref()) else {
+        let (Some(&layout), Some(info)) = (state.derainer.layout(), state.info.as_ref()) else {
             return Err(gst::FlowError::NotNegotiated);
         };
         let detector = &mut state.detector;
@@ -1028,16 +663,18 @@ impl Derain {
         sinkpad.peer_query(&mut q) && q.result().0
     }
 
-    /// Converts, runs and converts back one frame.
+    /// Derains one frame: maps the buffers and hands their planes to the derainer; a frame it
+    /// cannot take is a format error, a network that fails a failure.
     fn process(
         &self,
         state: &mut State,
         inbuf: &gst::Buffer,
         outbuf: &mut gst::BufferRef,
     ) -> Result<(), gst::FlowError> {
-        let (Some(layout), Some(info)) = (state.layout, state.info.as_ref()) else {
+        let (Some(layout), Some(info)) = (state.derainer.layout(), state.info.as_ref()) else {
             return Err(gst::FlowError::NotNegotiated);
         };
+        let n = layout.format.n_planes();
         let inframe = gst_video::VideoFrameRef::from_buffer_ref_readable(inbuf.as_ref(), info)
             .map_err(|_| {
                 gst::element_imp_error!(
@@ -1056,66 +693,20 @@ impl Derain {
                 );
                 gst::FlowError::Error
             })?;
-        let layout = FrameLayout {
-            strides: strides(&inframe),
-            ..layout
-        };
-        let out_layout = FrameLayout {
-            strides: strides(&outframe),
-            ..layout
-        };
-        let n = layout.format.n_planes();
+        let (in_strides, out_strides) = (strides(&inframe), strides(&outframe));
         let planes = inframe.planes_data();
-        if state.gpu_frames {
-            let mut out_planes = outframe.planes_data_mut();
-            // No rain level from the network: the rain score comes from the input (`weigh`).
-            return state
-                .generator
-                .run_frame_gpu(
-                    &layout,
-                    &planes[..n],
-                    &out_layout,
-                    &mut out_planes[..n],
-                    None,
-                )
-                .map(|_| ())
-                .map_err(|e| {
+        let mut out_planes = outframe.planes_data_mut();
+        state
+            .derainer
+            .process(in_strides, &planes[..n], out_strides, &mut out_planes[..n])
+            .map_err(|e| {
+                if e.is_format() {
+                    gst::element_imp_error!(self, gst::StreamError::Format, ["{}", e]);
+                } else {
                     gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", e]);
-                    gst::FlowError::Error
-                });
-        }
-        let (hp, wp) = state.padded;
-        frame::frame_to_tensor(
-            &layout,
-            &planes[..n],
-            state.generator.multiple_of(),
-            &mut state.tensor,
-        )
-        .map_err(|e| {
-            gst::element_imp_error!(self, gst::StreamError::Format, ["{}", e]);
-            gst::FlowError::Error
-        })?;
-        if state.has_alpha {
-            // The network does not touch alpha: carry it over from the input.
-            inframe
-                .copy(&mut outframe)
-                .map_err(|_| gst::FlowError::Error)?;
-        }
-        let result = state.generator.run(&state.tensor, hp, wp, |out| {
-            let mut out_planes = outframe.planes_data_mut();
-            frame::tensor_to_frame(out, hp, wp, &out_layout, &mut out_planes[..n])
-        });
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                gst::element_imp_error!(self, gst::StreamError::Format, ["{}", e]);
-                Err(gst::FlowError::Error)
-            }
-            Err(e) => {
-                gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", e]);
-                Err(gst::FlowError::Error)
-            }
-        }
+                }
+                gst::FlowError::Error
+            })
     }
 
     /// Asks the pipeline to query and redistribute latency again: upstream (sources, queues) and
@@ -1545,10 +1136,10 @@ impl BaseTransformImpl for Derain {
         let Opened {
             settings: loaded,
             model,
-            generator,
-            gpu_frames,
+            derainer,
             ..
         } = opened;
+        let gpu_frames = derainer.frame_path();
         if gpu_frames {
             gst::info!(
                 CAT,
@@ -1565,19 +1156,14 @@ impl BaseTransformImpl for Derain {
             stats.app_weather = app_weather;
             stats.detector_threshold = Some(detector.threshold());
             stats.running = true;
-            stats.active_provider = generator.provider().to_string();
+            stats.active_provider = derainer.network().provider().to_string();
             stats.gpu_frames = gpu_frames;
         }
         *lock(&self.state) = Some(State {
             model,
-            generator,
+            derainer,
             info: None,
-            layout: None,
-            has_alpha: false,
-            padded: (0, 0),
-            tensor: Vec::new(),
             live: None,
-            gpu_frames,
             detector,
         });
         // From here on a session setting starts a reload; one set while this one opened does
@@ -1852,52 +1438,37 @@ impl VideoFilterImpl for Derain {
             gst::element_imp_error!(self, gst::StreamError::Format, ["{}", why]);
             return Err(gst::loggable_error!(CAT, "{}", why));
         }
-        let multiple_of = state.generator.multiple_of();
-        let padded = frame::padded_size(height, width, multiple_of);
-        let mut layout = FrameLayout::packed(format, width, height);
-        layout.colorimetry = colorimetry(in_info);
-        let Some(floats) = padded
-            .0
-            .checked_mul(padded.1)
-            .filter(|&p| p <= MAX_PIXELS)
-            .map(|p| 3 * p)
-        else {
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Format,
-                [
-                    "{width}x{height} frames are larger than this element takes (at most {} megapixels, e.g. 8192x8192)",
-                    MAX_PIXELS / 1_000_000
-                ]
-            );
-            return Err(gst::loggable_error!(
-                CAT,
-                "frame size {width}x{height} too large"
-            ));
+        let layout =
+            FrameLayout::packed(format, width, height).with_colorimetry(colorimetry(in_info));
+        let resized = match state.derainer.configure(layout) {
+            Ok(resized) => resized,
+            Err(DerainError::TooLarge { .. }) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    [
+                        "{width}x{height} frames are larger than this element takes (at most {} megapixels, e.g. 8192x8192)",
+                        MAX_PIXELS / 1_000_000
+                    ]
+                );
+                return Err(gst::loggable_error!(
+                    CAT,
+                    "frame size {width}x{height} too large"
+                ));
+            }
+            Err(e @ DerainError::OutOfMemory { .. }) => {
+                gst::element_imp_error!(self, gst::ResourceError::NoSpaceLeft, ["{}", e]);
+                return Err(gst::loggable_error!(
+                    CAT,
+                    "out of memory for {width}x{height}"
+                ));
+            }
+            Err(e) => {
+                gst::element_imp_error!(self, gst::StreamError::Format, ["{}", e]);
+                return Err(gst::loggable_error!(CAT, "{}", e));
+            }
         };
-        state.tensor.clear();
-        if state.tensor.try_reserve_exact(floats).is_err() {
-            gst::element_imp_error!(
-                self,
-                gst::ResourceError::NoSpaceLeft,
-                [
-                    "cannot allocate the {width}x{height} frame's tensor ({} MB)",
-                    (floats * 4) >> 20
-                ]
-            );
-            return Err(gst::loggable_error!(
-                CAT,
-                "out of memory for {width}x{height}"
-            ));
-        }
-        state.tensor.resize(floats, 0.0);
-        let resized = state.padded != padded;
-        state.padded = padded;
-        state.has_alpha = matches!(
-            format,
-            PixelFormat::Rgba | PixelFormat::Bgra | PixelFormat::Argb | PixelFormat::Abgr
-        );
-        state.layout = Some(layout);
+        let padded = state.derainer.padded();
         state.info = Some(in_info.clone());
         // New caps: the weather hysteresis starts over with the next frame.
         lock(&self.stats).reset_pending = true;
@@ -1921,21 +1492,20 @@ impl VideoFilterImpl for Derain {
         if resized {
             // Warm up at the new size: the first run is slow (allocations, kernel choice), and
             // the measured time gives an honest latency before the first real frame.
-            let started = Instant::now();
-            let (hp, wp) = padded;
-            let warm = state.generator.run(&state.tensor, hp, wp, |_| ());
-            if let Err(e) = warm {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Format,
-                    ["model cannot take {width}x{height} frames: {e}"]
-                );
-                return Err(gst::loggable_error!(
-                    CAT,
-                    "model rejected {width}x{height}: {e}"
-                ));
-            }
-            let elapsed = started.elapsed();
+            let elapsed = match state.derainer.warm_up() {
+                Ok(elapsed) => elapsed,
+                Err(e) => {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Format,
+                        ["model cannot take {width}x{height} frames: {e}"]
+                    );
+                    return Err(gst::loggable_error!(
+                        CAT,
+                        "model rejected {width}x{height}: {e}"
+                    ));
+                }
+            };
             drop(guard);
             let (policy, max_lateness) = self.lateness_settings();
             let mut stats = lock(&self.stats);
@@ -1949,32 +1519,5 @@ impl VideoFilterImpl for Derain {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_boundary_wakes_the_waiting_loader_and_patience_bounds_the_wait() {
-        let b = Arc::new(Boundaries::default());
-        // Nobody passes: the wait ends by itself, after its patience.
-        let started = Instant::now();
-        b.wait_next(Duration::from_millis(20));
-        assert!(started.elapsed() >= Duration::from_millis(20));
-        // A waiter with a minute's patience returns as soon as a boundary is passed. Passed
-        // until it returns, since the first pass may come before it waits.
-        let waiter = {
-            let b = Arc::clone(&b);
-            std::thread::spawn(move || b.wait_next(Duration::from_secs(60)))
-        };
-        let started = Instant::now();
-        while !waiter.is_finished() {
-            b.pass();
-            std::thread::yield_now();
-        }
-        waiter.join().expect("waiter");
-        assert!(started.elapsed() < Duration::from_secs(60));
     }
 }
