@@ -272,6 +272,89 @@ fn identity_round_trip_every_format_and_size() {
     }
 }
 
+/// `bytes` with its card asking for H and W multiples of `multiple_of`.
+fn with_multiple_of(bytes: &[u8], multiple_of: u32) -> Vec<u8> {
+    use onnx_protobuf::{Message, ModelProto};
+    let mut model = ModelProto::parse_from_bytes(bytes).expect("fixture parses");
+    for p in &mut model.metadata_props {
+        if p.key == derain_core::card::CARD_KEY {
+            let mut card = ModelCard::from_json(&p.value).expect("fixture card");
+            card.multiple_of = multiple_of;
+            p.value = card.to_json();
+        }
+    }
+    model.write_to_bytes().expect("fixture serialises")
+}
+
+/// The element's output is the library's `Derainer` output on the same frame, byte for byte: the
+/// element adds GStreamer's concerns and nothing to the pixels.
+#[test]
+fn element_output_is_the_derainers_for_every_format() {
+    use derain_core::derainer::Derainer;
+    use derain_core::frame::{FrameLayout, PixelFormat};
+    init();
+    // A spatial network and a multiple of 8, so odd sizes go through the padding and the crop.
+    let bytes = with_multiple_of(&fixtures::small_conv(3), 8);
+    let file = model_file(&bytes);
+    let model = derain_core::model::Model::from_bytes(bytes, "small_conv").expect("fixture");
+    let generator = derain_core::runtime::Generator::new(
+        &model,
+        &derain_core::runtime::SessionOptions {
+            provider: derain_core::runtime::Provider::Cpu,
+            ..Default::default()
+        },
+    )
+    .expect("ONNX Runtime runs the fixture");
+    let mut derainer = Derainer::new(generator);
+    for (format, pixel_format) in ALL_FORMATS.into_iter().zip(PixelFormat::ALL) {
+        assert_eq!(
+            format!("{format:?}").to_ascii_uppercase(),
+            pixel_format.name().to_ascii_uppercase()
+        );
+        for (w, h) in [(33, 17), (5, 3)] {
+            let info = video_info(format, w, h);
+            let mut hh = harness(file.path(), &info);
+            let input = make_buffer(&info);
+            let mut ours = gst::Buffer::with_size(info.size()).expect("buffer");
+            {
+                let inframe =
+                    gst_video::VideoFrameRef::from_buffer_ref_readable(input.as_ref(), &info)
+                        .expect("map input");
+                let mut outframe = gst_video::VideoFrameRef::from_buffer_ref_writable(
+                    ours.get_mut().expect("writable"),
+                    &info,
+                )
+                .expect("map output");
+                let strides = |s: &[i32]| {
+                    let mut out = [0usize; 3];
+                    for (o, v) in out.iter_mut().zip(s) {
+                        *o = *v as usize;
+                    }
+                    out
+                };
+                let (si, so) = (
+                    strides(inframe.plane_stride()),
+                    strides(outframe.plane_stride()),
+                );
+                let n = pixel_format.n_planes();
+                derainer
+                    .configure(FrameLayout::packed(pixel_format, w as usize, h as usize))
+                    .expect("configures");
+                let planes = inframe.planes_data();
+                let mut out_planes = outframe.planes_data_mut();
+                derainer
+                    .process(si, &planes[..n], so, &mut out_planes[..n])
+                    .expect("derains");
+            }
+            let out = hh.push_and_pull(input).expect("a frame out");
+            assert!(
+                visible_bytes(&info, &out) == visible_bytes(&info, &ours),
+                "{format:?} {w}x{h}: the element and the Derainer differ"
+            );
+        }
+    }
+}
+
 #[test]
 fn affine_model_gives_expected_pixels() {
     init();
