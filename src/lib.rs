@@ -8,7 +8,7 @@
 #[cfg(feature = "cuda")]
 pub use derain_core::cuda;
 pub use derain_core::{
-    ModelCard, card, detect, engine_cache, frame, model, raindetect, rainscore, runtime,
+    ModelCard, card, derainer, detect, engine_cache, frame, model, raindetect, rainscore, runtime,
 };
 pub use derain_tools::{
     data, dataset, eval, footage, imageio, map, metrics, onnx, plot, seed, stills, synth,

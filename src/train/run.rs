@@ -22,8 +22,9 @@ use super::{
     TrainError, Trainer,
 };
 use crate::dataset::{DatasetError, FramePool, SyntheticPairs, UnpairedCrops, chw_to_image};
+use crate::derainer::{DerainError, Derainer, Network};
 use crate::footage::FootageOptions;
-use crate::frame::{FrameLayout, PixelFormat, frame_to_tensor, tensor_to_frame};
+use crate::frame::{FrameLayout, PixelFormat};
 use crate::imageio::{self, RgbImage};
 use crate::metrics;
 use crate::onnx::GeneratorOutput;
@@ -841,28 +842,61 @@ fn crop_chw(img: &RgbImage, x: u32, y: u32, s: u32, out: &mut Vec<f32>) {
     }
 }
 
+/// The trainer's G_B as a [`Network`], so validation runs the element's own frame path
+/// ([`Derainer`]: conversion, reflect padding, crop, rounding) around it.
+struct TrainedGenerator<'a> {
+    trainer: &'a Trainer,
+    multiple_of: u32,
+}
+
+impl Network for TrainedGenerator<'_> {
+    type Error = tch::TchError;
+
+    fn multiple_of(&self) -> u32 {
+        self.multiple_of
+    }
+
+    fn run_padded<R>(
+        &mut self,
+        input: &[f32],
+        h: usize,
+        w: usize,
+        consume: impl FnOnce(&[f32]) -> R,
+    ) -> Result<R, tch::TchError> {
+        let x = Tensor::from_slice(input).view([1, 3, h as i64, w as i64]);
+        let y = self
+            .trainer
+            .derain(&x)
+            .to_device(tch::Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous()
+            .view([-1]);
+        let out = Vec::<f32>::try_from(&y)?;
+        Ok(consume(&out))
+    }
+}
+
 /// G_B on one image through the element's padding and conversion code.
 pub fn derain_with(trainer: &Trainer, img: &RgbImage) -> Result<RgbImage, RunError> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let layout = FrameLayout::packed(PixelFormat::Rgb, w, h);
-    let k = trainer.config().generator.multiple_of() as u32;
-    let len = layout
-        .tensor_len(k)
-        .map_err(|e| RunError::Other(e.to_string()))?;
-    let mut buf = vec![0f32; len];
-    let (hp, wp) = frame_to_tensor(&layout, &[img.as_raw()], k, &mut buf)
-        .map_err(|e| RunError::Other(e.to_string()))?;
-    let x = Tensor::from_slice(&buf).view([1, 3, hp as i64, wp as i64]);
-    let y = trainer
-        .derain(&x)
-        .to_device(tch::Device::Cpu)
-        .to_kind(Kind::Float)
-        .contiguous()
-        .view([-1]);
-    let out: Vec<f32> = Vec::<f32>::try_from(&y).map_err(|e| RunError::Other(e.to_string()))?;
+    let network = TrainedGenerator {
+        trainer,
+        multiple_of: trainer.config().generator.multiple_of() as u32,
+    };
+    // Validation images are stills: no camera-frame size limit.
+    let mut derainer = Derainer::new(network).with_max_pixels(usize::MAX);
+    let other = |e: DerainError<tch::TchError>| RunError::Other(e.to_string());
+    derainer.configure(layout).map_err(other)?;
     let mut bytes = vec![0u8; w * h * 3];
-    tensor_to_frame(&out, hp, wp, &layout, &mut [&mut bytes[..]])
-        .map_err(|e| RunError::Other(e.to_string()))?;
+    derainer
+        .process(
+            layout.strides,
+            &[img.as_raw()],
+            layout.strides,
+            &mut [&mut bytes[..]],
+        )
+        .map_err(other)?;
     RgbImage::from_raw(img.width(), img.height(), bytes)
         .ok_or_else(|| RunError::Other("output size".into()))
 }
