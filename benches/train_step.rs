@@ -15,6 +15,7 @@ mod synthetic_rain;
 use std::time::Instant;
 
 use derain::model::Model;
+use derain::onnx::{FullResConfig, LiteConfig};
 use derain::onnx::{GeneratorOutput, Resnet9Config, resnet9_random};
 use derain::runtime::{Generator, Provider, SessionOptions};
 use derain::train::{GeneratorArch, StepReport, StepTimes, TrainConfig, Trainer};
@@ -154,12 +155,12 @@ fn onnx_ms(bytes: Vec<u8>, name: &str) -> Option<f64> {
 /// The lite generator as exported by the trainer, and ResNet-9 b16 as the baseline.
 fn lite_against_resnet9() {
     let cfg = TrainConfig {
-        generator: GeneratorArch::Lite {
+        generator: GeneratorArch::Lite(LiteConfig {
             factor: 4,
             channels: 32,
             blocks: 3,
             context: 0,
-        },
+        }),
         ..TrainConfig::default()
     };
     let t = Trainer::new(&cfg).expect("valid config");
@@ -211,10 +212,10 @@ fn main() {
     let fullres = TrainConfig {
         batch: 1,
         crop: 256,
-        generator: GeneratorArch::Fullres {
+        generator: GeneratorArch::Fullres(FullResConfig {
             channels: 32,
             blocks: 16,
-        },
+        }),
         ..TrainConfig::default()
     };
     let fr = run(

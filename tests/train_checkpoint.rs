@@ -4,22 +4,24 @@
 
 mod synthetic_rain;
 
-use derain::train::{CheckpointError, ConfigError, GeneratorArch, TrainConfig, Trainer};
+use derain::train::{
+    CheckpointError, ConfigError, GeneratorArch, LiteConfig, Resnet9Config, TrainConfig, Trainer,
+};
 use synthetic_rain::tiny_config;
 
 #[test]
 fn checkpoint_of_another_architecture_is_refused_by_name() {
-    let r9 = tiny_config(GeneratorArch::Resnet9 {
+    let r9 = tiny_config(GeneratorArch::Resnet9(Resnet9Config {
         base: 4,
         blocks: 1,
         residual: false,
-    });
-    let lite = tiny_config(GeneratorArch::Lite {
+    }));
+    let lite = tiny_config(GeneratorArch::Lite(LiteConfig {
         factor: 4,
         channels: 8,
         blocks: 1,
         context: 0,
-    });
+    }));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r9.safetensors");
     Trainer::new(&r9).unwrap().save(&path).unwrap();
@@ -56,12 +58,12 @@ fn checkpoint_of_another_architecture_is_refused_by_name() {
 
 #[test]
 fn saving_replaces_the_old_checkpoint_and_failures_leave_it() {
-    let cfg = tiny_config(GeneratorArch::Lite {
+    let cfg = tiny_config(GeneratorArch::Lite(LiteConfig {
         factor: 2,
         channels: 4,
         blocks: 1,
         context: 0,
-    });
+    }));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.safetensors");
     let t = Trainer::new(&cfg).unwrap();
@@ -82,11 +84,11 @@ fn saving_replaces_the_old_checkpoint_and_failures_leave_it() {
 
 #[test]
 fn files_that_are_not_checkpoints_are_named() {
-    let cfg = tiny_config(GeneratorArch::Resnet9 {
+    let cfg = tiny_config(GeneratorArch::Resnet9(Resnet9Config {
         base: 4,
         blocks: 1,
         residual: false,
-    });
+    }));
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"not a checkpoint").unwrap();
@@ -135,12 +137,12 @@ fn config_files_with_unknown_keys_or_bad_values_are_refused_by_name() {
 /// refused with the path and nothing changes.
 #[test]
 fn discriminator_loads_from_another_checkpoint_and_refuses_other_sizes() {
-    let lite = GeneratorArch::Lite {
+    let lite = GeneratorArch::Lite(LiteConfig {
         factor: 4,
         channels: 8,
         blocks: 1,
         context: 0,
-    };
+    });
     let mut donor_cfg = tiny_config(lite);
     donor_cfg.seed = 11;
     let dir = tempfile::tempdir().unwrap();

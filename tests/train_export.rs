@@ -14,7 +14,7 @@ use derain::model::Model;
 use derain::onnx::GeneratorOutput;
 use derain::runtime::{Generator, Provider, SessionOptions};
 use derain::train::nets::Network;
-use derain::train::{GeneratorArch, Trainer};
+use derain::train::{FullResConfig, GeneratorArch, LiteConfig, Resnet9Config, Trainer};
 use synthetic_rain::{anlcl_batch, tiny_config};
 
 const TOLERANCE: f32 = 1e-4;
@@ -121,62 +121,62 @@ fn check_architecture(arch: GeneratorArch) {
 
 #[test]
 fn resnet9_export_matches() {
-    check_architecture(GeneratorArch::Resnet9 {
+    check_architecture(GeneratorArch::Resnet9(Resnet9Config {
         base: 16,
         blocks: 9,
         residual: false,
-    });
+    }));
 }
 
 /// The residual variant derain-r9 ships as: `clean = clip(rainy − r, 0, 1)` in both.
 #[test]
 fn resnet9_residual_export_matches() {
-    check_architecture(GeneratorArch::Resnet9 {
+    check_architecture(GeneratorArch::Resnet9(Resnet9Config {
         base: 8,
         blocks: 2,
         residual: true,
-    });
+    }));
 }
 
 #[test]
 fn fullres_export_matches() {
-    check_architecture(GeneratorArch::Fullres {
+    check_architecture(GeneratorArch::Fullres(FullResConfig {
         channels: 32,
         blocks: 16,
-    });
+    }));
 }
 
 #[test]
 fn lite_export_matches() {
-    check_architecture(GeneratorArch::Lite {
+    check_architecture(GeneratorArch::Lite(LiteConfig {
         factor: 4,
         channels: 32,
         blocks: 3,
         context: 0,
-    });
+    }));
 }
 
 #[test]
 fn lite_with_context_blocks_export_matches() {
     // Dilated convolutions (2, 4, 8) in tch and in the ONNX graph agree.
-    check_architecture(GeneratorArch::Lite {
+    check_architecture(GeneratorArch::Lite(LiteConfig {
         factor: 4,
         channels: 8,
         blocks: 1,
         context: 3,
-    });
+    }));
 }
 
 /// G_R exports with a `rain` output, which the element's loader refuses (it is not a deraining
 /// model).
 #[test]
 fn rain_generator_exports_but_is_no_contract_model() {
-    let t = Trainer::new(&tiny_config(GeneratorArch::Lite {
+    let t = Trainer::new(&tiny_config(GeneratorArch::Lite(LiteConfig {
         factor: 2,
         channels: 4,
         blocks: 1,
         context: 0,
-    }))
+    })))
     .unwrap();
     let bytes = t
         .export(GeneratorOutput::Rain, &t.model_card("rain"))
@@ -197,17 +197,17 @@ fn fp16_export_within_45_db() {
     use onnx_protobuf::Message;
 
     for arch in [
-        GeneratorArch::Resnet9 {
+        GeneratorArch::Resnet9(Resnet9Config {
             base: 16,
             blocks: 9,
             residual: false,
-        },
-        GeneratorArch::Lite {
+        }),
+        GeneratorArch::Lite(LiteConfig {
             factor: 4,
             channels: 32,
             blocks: 3,
             context: 0,
-        },
+        }),
     ] {
         let t = trained(arch);
         let card = t.model_card("fp16");

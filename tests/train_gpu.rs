@@ -8,7 +8,7 @@
 
 mod synthetic_rain;
 
-use derain::train::{GeneratorArch, StepReport, Trainer};
+use derain::train::{GeneratorArch, Resnet9Config, StepReport, Trainer};
 use synthetic_rain::{anlcl_batch, pretrain_batch, tiny_config};
 
 /// Pretrain steps: deterministic apart from rounding. The stage-2 step's non-local search may
@@ -40,11 +40,11 @@ fn terms(r: &StepReport) -> Vec<(&'static str, f64)> {
 }
 
 fn steps(device: &str) -> Vec<StepReport> {
-    let mut cfg = tiny_config(GeneratorArch::Resnet9 {
+    let mut cfg = tiny_config(GeneratorArch::Resnet9(Resnet9Config {
         base: 8,
         blocks: 2,
         residual: false,
-    });
+    }));
     cfg.device = device.to_owned();
     let mut t = Trainer::new(&cfg).expect("trainer");
     let mut out = Vec::new();

@@ -13,16 +13,16 @@ use derain::card::{ModelCard, Precision};
 use derain::onnx::GeneratorOutput;
 use derain::train::export::generator_onnx_as;
 use derain::train::nets::Network;
-use derain::train::{GeneratorArch, ImportError, Trainer};
+use derain::train::{GeneratorArch, ImportError, LiteConfig, Resnet9Config, Trainer};
 use synthetic_rain::{anlcl_batch, tiny_config};
 
 fn lite(channels: usize) -> GeneratorArch {
-    GeneratorArch::Lite {
+    GeneratorArch::Lite(LiteConfig {
         factor: 4,
         channels,
         blocks: 1,
         context: 0,
-    }
+    })
 }
 
 /// A trainer after two steps (no weight at its initial value) and its G_B exported to `dir`.
@@ -117,23 +117,23 @@ fn lite_model_round_trips_into_a_trainer() {
 
 #[test]
 fn residual_resnet9_model_round_trips_into_a_trainer() {
-    check_round_trip(GeneratorArch::Resnet9 {
+    check_round_trip(GeneratorArch::Resnet9(Resnet9Config {
         base: 4,
         blocks: 1,
         residual: true,
-    });
+    }));
 }
 
 #[test]
 fn lite_model_grows_context_blocks_that_start_as_identities() {
     let tmp = tempfile::tempdir().unwrap();
     let (trained, path) = exported(lite(8), tmp.path(), Precision::Fp32);
-    let grown_arch = GeneratorArch::Lite {
+    let grown_arch = GeneratorArch::Lite(LiteConfig {
         factor: 4,
         channels: 8,
         blocks: 1,
         context: 2,
-    };
+    });
     let mut cfg = tiny_config(grown_arch);
     cfg.seed = 99;
     let mut t = Trainer::from_model(&path, &cfg).unwrap();
@@ -156,12 +156,12 @@ fn lite_model_grows_context_blocks_that_start_as_identities() {
     // Growing is one way only: a model of another size still is refused.
     let err = Trainer::from_model(
         &path,
-        &tiny_config(GeneratorArch::Lite {
+        &tiny_config(GeneratorArch::Lite(LiteConfig {
             factor: 4,
             channels: 12,
             blocks: 1,
             context: 2,
-        }),
+        })),
     )
     .unwrap_err();
     assert!(matches!(err, ImportError::Architecture { .. }), "{err}");

@@ -4,15 +4,17 @@
 
 mod synthetic_rain;
 
-use derain::train::{Batch, GeneratorArch, ParamGrad, STAGE_START_NAME, SyntheticBatch, Trainer};
+use derain::train::{
+    Batch, GeneratorArch, ParamGrad, Resnet9Config, STAGE_START_NAME, SyntheticBatch, Trainer,
+};
 use synthetic_rain::{anlcl_batch, parameters, pretrain_batch, tiny_config};
 
 fn small_resnet9() -> GeneratorArch {
-    GeneratorArch::Resnet9 {
+    GeneratorArch::Resnet9(Resnet9Config {
         base: 8,
         blocks: 2,
         residual: false,
-    }
+    })
 }
 
 fn norms<'a>(grads: &'a [ParamGrad], prefix: &str) -> Vec<&'a ParamGrad> {

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::onnx::{FullResConfig, LiteConfig, Resnet9Config};
+pub use crate::onnx::{FullResConfig, LiteConfig, Resnet9Config};
 
 /// A config that cannot be used; every message names the file or key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -58,152 +58,53 @@ pub enum Stage {
     Anlcl,
 }
 
-/// The generator architecture (G_B and G_R use the same one).
+/// The generator architecture (G_B and G_R use the same one): the ONNX writer's own configs, so
+/// the trainer's network and the exported graph are described by one value. In TOML,
+/// `generator = { arch = "lite", factor = 4, channels = 32, blocks = 3 }`; a missing field takes
+/// that architecture's default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "arch", rename_all = "lowercase", deny_unknown_fields)]
 pub enum GeneratorArch {
-    /// ResNet-9 (Johnson), the paper's network; the same function as [`crate::onnx::resnet9`].
-    Resnet9 {
-        /// Channels of the first layer; the blocks run at 4× this, at quarter resolution.
-        #[serde(default = "default_r9_base")]
-        base: usize,
-        /// Residual blocks.
-        #[serde(default = "default_r9_blocks")]
-        blocks: usize,
-        /// Predict the rain layer and subtract it instead of drawing the clean image through
-        /// `tanh` ([`Resnet9Config::residual`]); G_R is unchanged.
-        #[serde(default)]
-        residual: bool,
-    },
+    /// ResNet-9 (Johnson), the paper's network ([`crate::onnx::resnet9`]).
+    Resnet9(Resnet9Config),
     /// The authors' full-resolution network ([`crate::onnx::fullres`]): a GPU network.
-    Fullres {
-        /// Channels of every layer.
-        #[serde(default = "default_fr_channels")]
-        channels: usize,
-        /// Residual blocks.
-        #[serde(default = "default_fr_blocks")]
-        blocks: usize,
-    },
+    Fullres(FullResConfig),
     /// The CPU real-time network ([`crate::onnx::lite`]).
-    Lite {
-        /// Space-to-depth factor (2 or 4).
-        #[serde(default = "default_lite_factor")]
-        factor: usize,
-        /// Channels at reduced resolution.
-        #[serde(default = "default_lite_channels")]
-        channels: usize,
-        /// Residual blocks.
-        #[serde(default = "default_lite_blocks")]
-        blocks: usize,
-        /// Dilated residual blocks after them (dilation 2, 4, 8, ...): field of view for telling
-        /// a scene's long straight lines from short streaks (0 in configs written before them).
-        #[serde(default)]
-        context: usize,
-    },
-}
-
-fn default_r9_base() -> usize {
-    Resnet9Config::default().base
-}
-fn default_r9_blocks() -> usize {
-    Resnet9Config::default().blocks
-}
-fn default_fr_channels() -> usize {
-    FullResConfig::default().channels
-}
-fn default_fr_blocks() -> usize {
-    FullResConfig::default().blocks
-}
-fn default_lite_factor() -> usize {
-    LiteConfig::default().factor
-}
-fn default_lite_channels() -> usize {
-    LiteConfig::default().channels
-}
-fn default_lite_blocks() -> usize {
-    LiteConfig::default().blocks
+    Lite(LiteConfig),
 }
 
 impl Default for GeneratorArch {
     /// ResNet-9 with 16 base channels (the paper's size).
     fn default() -> Self {
-        GeneratorArch::Resnet9 {
-            base: default_r9_base(),
-            blocks: default_r9_blocks(),
-            residual: false,
-        }
+        GeneratorArch::Resnet9(Resnet9Config::default())
     }
 }
 
 impl GeneratorArch {
     /// The architecture string the exported card carries, e.g. `resnet9(base=16, blocks=9)`.
     pub fn describe(&self) -> String {
-        match *self {
-            GeneratorArch::Resnet9 {
-                base,
-                blocks,
-                residual,
-            } => Resnet9Config {
-                base,
-                blocks,
-                residual,
-            }
-            .architecture(),
-            GeneratorArch::Fullres { channels, blocks } => {
-                FullResConfig { channels, blocks }.architecture()
-            }
-            GeneratorArch::Lite {
-                factor,
-                channels,
-                blocks,
-                context,
-            } => LiteConfig {
-                factor,
-                channels,
-                blocks,
-                context,
-            }
-            .architecture(),
+        match self {
+            GeneratorArch::Resnet9(c) => c.architecture(),
+            GeneratorArch::Fullres(c) => c.architecture(),
+            GeneratorArch::Lite(c) => c.architecture(),
         }
     }
 
     /// H and W of the generator's input must be multiples of this.
     pub fn multiple_of(&self) -> usize {
-        match *self {
-            GeneratorArch::Resnet9 { .. } => Resnet9Config::MULTIPLE_OF as usize,
-            GeneratorArch::Fullres { .. } => FullResConfig::MULTIPLE_OF as usize,
-            GeneratorArch::Lite { factor, .. } => factor,
+        match self {
+            GeneratorArch::Resnet9(_) => Resnet9Config::MULTIPLE_OF as usize,
+            GeneratorArch::Fullres(_) => FullResConfig::MULTIPLE_OF as usize,
+            GeneratorArch::Lite(c) => c.factor,
         }
     }
 
     /// Multiply-accumulates per input pixel of one generator.
     pub fn mac_per_pixel(&self) -> f64 {
-        match *self {
-            GeneratorArch::Resnet9 {
-                base,
-                blocks,
-                residual,
-            } => Resnet9Config {
-                base,
-                blocks,
-                residual,
-            }
-            .mac_per_pixel(),
-            GeneratorArch::Fullres { channels, blocks } => {
-                FullResConfig { channels, blocks }.mac_per_pixel()
-            }
-            GeneratorArch::Lite {
-                factor,
-                channels,
-                blocks,
-                context,
-            } => LiteConfig {
-                factor,
-                channels,
-                blocks,
-                context,
-            }
-            .mac_per_pixel(),
+        match self {
+            GeneratorArch::Resnet9(c) => c.mac_per_pixel(),
+            GeneratorArch::Fullres(c) => c.mac_per_pixel(),
+            GeneratorArch::Lite(c) => c.mac_per_pixel(),
         }
     }
 }
@@ -574,20 +475,20 @@ impl TrainConfig {
         self.device_setting()?;
         range("batch", self.batch, 1, 4096)?;
         match self.generator {
-            GeneratorArch::Resnet9 { base, blocks, .. } => {
+            GeneratorArch::Resnet9(Resnet9Config { base, blocks, .. }) => {
                 range("generator.base", base, 1, 512)?;
                 range("generator.blocks", blocks, 0, 64)?;
             }
-            GeneratorArch::Fullres { channels, blocks } => {
+            GeneratorArch::Fullres(FullResConfig { channels, blocks }) => {
                 range("generator.channels", channels, 1, 512)?;
                 range("generator.blocks", blocks, 0, 64)?;
             }
-            GeneratorArch::Lite {
+            GeneratorArch::Lite(LiteConfig {
                 factor,
                 channels,
                 blocks,
                 context,
-            } => {
+            }) => {
                 if factor != 2 && factor != 4 {
                     return Err(out_of_range("generator.factor", factor, "2 or 4"));
                 }
@@ -722,12 +623,12 @@ mod tests {
         .unwrap();
         assert_eq!(
             cfg.generator,
-            GeneratorArch::Lite {
+            GeneratorArch::Lite(LiteConfig {
                 factor: 4,
                 channels: 24,
                 blocks: 3,
                 context: 0
-            }
+            })
         );
         let cfg = TrainConfig::from_toml_str("[generator]\narch = \"fullres\"\n", "t").unwrap();
         assert_eq!(cfg.generator.describe(), "fullres(channels=32, blocks=16)");

@@ -20,9 +20,7 @@ use super::config::GeneratorArch;
 use super::nets::{Generator, Network};
 use super::trainer::Trainer;
 use crate::card::{ModelCard, Precision};
-use crate::onnx::{
-    self, BuildError, Fp16Error, FullResConfig, GeneratorOutput, LiteConfig, Resnet9Config,
-};
+use crate::onnx::{self, BuildError, Fp16Error, GeneratorOutput};
 
 /// Why a generator could not be exported.
 #[derive(Debug, thiserror::Error)]
@@ -87,43 +85,10 @@ pub fn generator_model(generator: &Generator, card: &ModelCard) -> Result<ModelP
             Vec::<f32>::try_from(&flat).unwrap_or_else(|_| vec![0.0; n])
         };
         let output = generator.output();
-        match *generator.arch() {
-            GeneratorArch::Resnet9 {
-                base,
-                blocks,
-                residual,
-            } => onnx::resnet9_with_output(
-                &Resnet9Config {
-                    base,
-                    blocks,
-                    residual,
-                },
-                card,
-                &mut weights,
-                output,
-            ),
-            GeneratorArch::Fullres { channels, blocks } => onnx::fullres(
-                &FullResConfig { channels, blocks },
-                card,
-                &mut weights,
-                output,
-            ),
-            GeneratorArch::Lite {
-                factor,
-                channels,
-                blocks,
-                context,
-            } => onnx::lite(
-                &LiteConfig {
-                    factor,
-                    channels,
-                    blocks,
-                    context,
-                },
-                card,
-                &mut weights,
-                output,
-            ),
+        match generator.arch() {
+            GeneratorArch::Resnet9(c) => onnx::resnet9_with_output(c, card, &mut weights, output),
+            GeneratorArch::Fullres(c) => onnx::fullres(c, card, &mut weights, output),
+            GeneratorArch::Lite(c) => onnx::lite(c, card, &mut weights, output),
         }
     };
     if let Some(e) = error {
@@ -225,7 +190,7 @@ mod tests {
 
     use super::*;
     use crate::card::INPUT_NAME;
-    use crate::onnx::RAIN_OUTPUT_NAME;
+    use crate::onnx::{FullResConfig, LiteConfig, RAIN_OUTPUT_NAME, Resnet9Config};
     use crate::train::TrainConfig;
 
     /// A session for `bytes`, or `None` (after a notice) when ONNX Runtime is unavailable.
@@ -249,27 +214,27 @@ mod tests {
     #[test]
     fn rain_generator_parity() {
         for generator in [
-            GeneratorArch::Resnet9 {
+            GeneratorArch::Resnet9(Resnet9Config {
                 base: 4,
                 blocks: 2,
                 residual: false,
-            },
-            GeneratorArch::Fullres {
+            }),
+            GeneratorArch::Fullres(FullResConfig {
                 channels: 4,
                 blocks: 2,
-            },
-            GeneratorArch::Lite {
+            }),
+            GeneratorArch::Lite(LiteConfig {
                 factor: 2,
                 channels: 6,
                 blocks: 2,
                 context: 0,
-            },
-            GeneratorArch::Lite {
+            }),
+            GeneratorArch::Lite(LiteConfig {
                 factor: 2,
                 channels: 6,
                 blocks: 1,
                 context: 2,
-            },
+            }),
         ] {
             let cfg = TrainConfig {
                 generator,

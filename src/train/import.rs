@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use onnx_protobuf::{Message, ModelProto, tensor_proto::DataType};
 use tch::{Kind, Tensor};
 
-use super::config::{GeneratorArch, TrainConfig};
+use super::config::{GeneratorArch, LiteConfig, Resnet9Config, TrainConfig};
 use super::nets::Network;
 use super::trainer::{TrainError, Trainer};
 use crate::card::Precision;
@@ -134,7 +134,7 @@ fn initializers(path: &Path, bytes: &[u8]) -> Result<HashMap<String, Tensor>, Im
 fn residual(arch: &GeneratorArch) -> bool {
     matches!(
         arch,
-        GeneratorArch::Lite { .. } | GeneratorArch::Resnet9 { residual: true, .. }
+        GeneratorArch::Lite(_) | GeneratorArch::Resnet9(Resnet9Config { residual: true, .. })
     )
 }
 
@@ -160,18 +160,18 @@ impl Trainer {
         let got = &model.card().architecture;
         // Growing a lite network by context blocks: the model is the config's without them.
         let grows = match config.generator {
-            GeneratorArch::Lite {
+            GeneratorArch::Lite(LiteConfig {
                 factor,
                 channels,
                 blocks,
                 context,
-            } if context > 0 => {
-                *got == GeneratorArch::Lite {
+            }) if context > 0 => {
+                *got == GeneratorArch::Lite(LiteConfig {
                     factor,
                     channels,
                     blocks,
                     context: 0,
-                }
+                })
                 .describe()
             }
             _ => false,

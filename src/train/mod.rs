@@ -25,7 +25,9 @@ pub mod run;
 pub mod trainer;
 
 pub use checkpoint::{CheckpointError, CheckpointInfo, read_info};
-pub use config::{ConfigError, GeneratorArch, Stage, TrainConfig};
+pub use config::{
+    ConfigError, FullResConfig, GeneratorArch, LiteConfig, Resnet9Config, Stage, TrainConfig,
+};
 pub use export::{ExportError, generator_model, generator_onnx, write_generator};
 pub use import::ImportError;
 pub use trainer::{

@@ -14,7 +14,9 @@ use rand_chacha::ChaCha8Rng;
 use tch::nn::{self, VarStore};
 use tch::{Device, Kind, Tensor};
 
-use super::config::{DiscriminatorConfig, GeneratorArch, RainInput};
+use super::config::{
+    DiscriminatorConfig, FullResConfig, GeneratorArch, LiteConfig, RainInput, Resnet9Config,
+};
 use crate::onnx::GeneratorOutput;
 
 /// Instance-norm epsilon: the same as the ONNX graphs'.
@@ -502,18 +504,18 @@ impl Generator {
         let vs = VarStore::new(device);
         let p = vs.root();
         let net = match *arch {
-            GeneratorArch::Resnet9 { base, blocks, .. } => {
+            GeneratorArch::Resnet9(Resnet9Config { base, blocks, .. }) => {
                 GenNet::Resnet9(Resnet9Net::new(&p, base as i64, blocks as i64, init))
             }
-            GeneratorArch::Fullres { channels, blocks } => {
+            GeneratorArch::Fullres(FullResConfig { channels, blocks }) => {
                 GenNet::Fullres(FullresNet::new(&p, channels as i64, blocks as i64, init))
             }
-            GeneratorArch::Lite {
+            GeneratorArch::Lite(LiteConfig {
                 factor,
                 channels,
                 blocks,
                 context,
-            } => GenNet::Lite(LiteNet::new(
+            }) => GenNet::Lite(LiteNet::new(
                 &p,
                 factor as i64,
                 channels as i64,
@@ -554,7 +556,7 @@ impl Generator {
         let y = y.expect("a full forward pass has an output");
         let residual = matches!(
             self.arch,
-            GeneratorArch::Lite { .. } | GeneratorArch::Resnet9 { residual: true, .. }
+            GeneratorArch::Lite(_) | GeneratorArch::Resnet9(Resnet9Config { residual: true, .. })
         );
         match self.output {
             GeneratorOutput::Clean if residual => (x - y).clamp(0.0, 1.0),
@@ -881,7 +883,6 @@ mod tests {
     use rand::SeedableRng;
 
     use super::*;
-    use crate::onnx::{FullResConfig, LiteConfig, Resnet9Config};
 
     fn init() -> ParamInit {
         ParamInit::new(ChaCha8Rng::seed_from_u64(3))
@@ -903,11 +904,11 @@ mod tests {
         type Shapes = Vec<(String, Vec<usize>)>;
         let cases: [(GeneratorArch, Shapes); 3] = [
             (
-                GeneratorArch::Resnet9 {
+                GeneratorArch::Resnet9(Resnet9Config {
                     base: 4,
                     blocks: 2,
                     residual: false,
-                },
+                }),
                 Resnet9Config {
                     base: 4,
                     blocks: 2,
@@ -916,10 +917,10 @@ mod tests {
                 .parameter_shapes(),
             ),
             (
-                GeneratorArch::Fullres {
+                GeneratorArch::Fullres(FullResConfig {
                     channels: 4,
                     blocks: 3,
-                },
+                }),
                 FullResConfig {
                     channels: 4,
                     blocks: 3,
@@ -927,12 +928,12 @@ mod tests {
                 .parameter_shapes(),
             ),
             (
-                GeneratorArch::Lite {
+                GeneratorArch::Lite(LiteConfig {
                     factor: 2,
                     channels: 5,
                     blocks: 2,
                     context: 2,
-                },
+                }),
                 LiteConfig {
                     factor: 2,
                     channels: 5,
@@ -953,21 +954,21 @@ mod tests {
     fn shapes_ranges_and_features() {
         let x = Tensor::rand([2, 3, 32, 40], (Kind::Float, Device::Cpu));
         for arch in [
-            GeneratorArch::Resnet9 {
+            GeneratorArch::Resnet9(Resnet9Config {
                 base: 4,
                 blocks: 3,
                 residual: false,
-            },
-            GeneratorArch::Fullres {
+            }),
+            GeneratorArch::Fullres(FullResConfig {
                 channels: 4,
                 blocks: 4,
-            },
-            GeneratorArch::Lite {
+            }),
+            GeneratorArch::Lite(LiteConfig {
                 factor: 4,
                 channels: 8,
                 blocks: 2,
                 context: 1,
-            },
+            }),
         ] {
             for output in [GeneratorOutput::Clean, GeneratorOutput::Rain] {
                 let g = Generator::new(&arch, output, Device::Cpu, &mut init());

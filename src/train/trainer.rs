@@ -1336,7 +1336,7 @@ pub fn image_terms(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::config::GeneratorArch;
+    use crate::train::config::{GeneratorArch, LiteConfig};
 
     /// Every tensor of every network of `t`, copied, by `network.name` in name order.
     fn all_tensors(t: &Trainer) -> Vec<(String, Tensor)> {
@@ -1352,12 +1352,12 @@ mod tests {
 
     fn lite_config() -> TrainConfig {
         let mut c = TrainConfig {
-            generator: GeneratorArch::Lite {
+            generator: GeneratorArch::Lite(LiteConfig {
                 factor: 4,
                 channels: 8,
                 blocks: 2,
                 context: 0,
-            },
+            }),
             batch: 2,
             crop: 64,
             ..TrainConfig::default()

@@ -17,7 +17,9 @@ use super::net::{GeneratorOutput, NetWriter};
 use derain_core::card::ModelCard;
 
 /// The size of a full-resolution generator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// In the trainer's config (`generator = { arch = ..., ... }`): a missing field takes the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct FullResConfig {
     /// Channels of every hidden layer.
     pub channels: usize,

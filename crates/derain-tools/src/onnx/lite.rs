@@ -24,7 +24,9 @@ use super::net::{GeneratorOutput, NetWriter};
 use derain_core::card::ModelCard;
 
 /// The size of a lite generator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// In the trainer's config (`generator = { arch = ..., ... }`): a missing field takes the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LiteConfig {
     /// Space-to-depth factor f (2 or 4): the blocks run on 1/f² of the pixels.
     pub factor: usize,

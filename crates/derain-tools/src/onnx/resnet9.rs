@@ -19,7 +19,9 @@ use super::net::{GeneratorOutput, NetWriter};
 use derain_core::card::ModelCard;
 
 /// The size of a ResNet-9 generator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// In the trainer's config (`generator = { arch = ..., ... }`): a missing field takes the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Resnet9Config {
     /// Channels of the first layer (b); the residual blocks run at 4b.
     pub base: usize,
