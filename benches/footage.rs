@@ -51,7 +51,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let clip = match derain::data::shared_path("clean-driving/udacity/highway-1280x720.mp4") {
+    let clip = match derain::devdata::shared_path("clean-driving/udacity/highway-1280x720.mp4") {
         Some(p) => p,
         None => {
             eprintln!("Udacity clip absent: encoding a 1280x720 test clip instead");

@@ -14,7 +14,7 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let still = match args.next() {
         Some(p) => PathBuf::from(p),
-        None => derain::data::shared_path("clean-driving/udacity/stills/test1.jpg")
+        None => derain::devdata::shared_path("clean-driving/udacity/stills/test1.jpg")
             .ok_or_else(|| anyhow::anyhow!("give a still: the shared data folder is absent"))?,
     };
     let out = PathBuf::from(args.next().unwrap_or_else(|| "docs/synth-rain.png".into()));

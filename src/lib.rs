@@ -11,7 +11,7 @@ pub use derain_core::{
     ModelCard, card, derainer, detect, engine_cache, frame, model, raindetect, rainscore, runtime,
 };
 pub use derain_tools::{
-    data, dataset, eval, footage, imageio, map, metrics, onnx, plot, seed, stills, synth,
+    dataset, devdata, eval, footage, imageio, map, metrics, onnx, plot, seed, stills, synth,
 };
 #[cfg(feature = "train")]
 pub mod train;

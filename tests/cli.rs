@@ -232,7 +232,7 @@ fn eval_runs_a_model_on_pairs() {
 
 #[test]
 fn eval_no_reference_niqe_on_real_rain() {
-    let Some(dir) = derain::data::shared_path("real-rain/ddn-street") else {
+    let Some(dir) = derain::devdata::shared_path("real-rain/ddn-street") else {
         eprintln!("skipped: ../shared/data/real-rain/ddn-street is absent");
         return;
     };

@@ -56,8 +56,8 @@ fn missing_inputs_are_explained() {
 #[test]
 fn identity_model_scores_like_the_rainy_frames() {
     let (Some(pairs), Some(detector)) = (
-        derain::data::shared_path("pairs/carla-dev"),
-        derain::data::shared_path("models/yolox_nano_416.onnx"),
+        derain::devdata::shared_path("pairs/carla-dev"),
+        derain::devdata::shared_path("models/yolox_nano_416.onnx"),
     ) else {
         eprintln!(
             "skipped: ../shared/data/pairs/carla-dev or models/yolox_nano_416.onnx is absent"

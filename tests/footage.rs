@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use derain::data::shared_path;
+use derain::devdata::shared_path;
 use derain::footage::{
     CropSampler, Footage, FootageError, FootageOptions, VideoReader, VideoWriter,
 };

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use derain::data::shared_path;
+use derain::devdata::shared_path;
 use derain::imageio::{list_images, load_rgb};
 use derain::metrics::{MetricsError, Niqe, RgbImage, psnr_y, rgb_to_y, ssim_y};
 use image::Rgb;

@@ -188,8 +188,8 @@ fn no_model_runs_the_embedded_default() {
 fn detector_boxes_reach_the_json_lines() {
     require_plugin();
     let (Some(detector), Some(still)) = (
-        derain::data::shared_path("models/yolox_nano_416.onnx"),
-        derain::data::shared_path("clean-driving/udacity/stills/test1.jpg"),
+        derain::devdata::shared_path("models/yolox_nano_416.onnx"),
+        derain::devdata::shared_path("clean-driving/udacity/stills/test1.jpg"),
     ) else {
         eprintln!(
             "skipped: ../shared/data/models/yolox_nano_416.onnx or \

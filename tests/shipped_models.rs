@@ -56,7 +56,7 @@ fn shipped_models_follow_the_contract() {
 
 #[test]
 fn shipped_models_improve_a_rainy_crop() {
-    let Some(rainy) = derain::data::shared_path("pairs/rain12/rainy/001.png") else {
+    let Some(rainy) = derain::devdata::shared_path("pairs/rain12/rainy/001.png") else {
         eprintln!("skipped: ../shared/data/pairs/rain12 is absent");
         return;
     };
@@ -92,7 +92,7 @@ const DRY_FLOOR_DB: f64 = 40.0;
 /// structure (Rain12's clean 001) must come out within 40 dB of itself.
 #[test]
 fn shipped_models_leave_a_dry_crop_alone() {
-    let Some(clean) = derain::data::shared_path("pairs/rain12/clean/001.png") else {
+    let Some(clean) = derain::devdata::shared_path("pairs/rain12/clean/001.png") else {
         eprintln!("skipped: ../shared/data/pairs/rain12 is absent");
         return;
     };

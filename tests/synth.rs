@@ -8,7 +8,7 @@
 //! when present, else a generated gradient-and-shapes image. Set `DERAIN_SYNTH_PREVIEW` to a
 //! folder to also write side-by-side preview PNGs of every preset there.
 
-use derain::data::shared_path;
+use derain::devdata::shared_path;
 use derain::imageio::{RgbImage, hstack, load_rgb, save_png_atomic};
 use derain::synth::{
     CameraMotion, Effects, LinePattern, Preset, RainParams, RainRenderer, Refraction, Scattering,

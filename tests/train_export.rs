@@ -94,7 +94,7 @@ fn check_architecture(arch: GeneratorArch) {
     );
 
     // A crop of a real rainy frame, converted exactly as the element converts frames.
-    let Some(path) = derain::data::shared_path("pairs/rain12/rainy/001.png") else {
+    let Some(path) = derain::devdata::shared_path("pairs/rain12/rainy/001.png") else {
         eprintln!("skipping the real-frame check: ../shared/data/pairs/rain12 is absent");
         return;
     };

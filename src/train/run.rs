@@ -334,12 +334,12 @@ impl RunConfig {
             cfg.run.init.iter_mut().for_each(fix);
             cfg.run.init_discriminator.iter_mut().for_each(fix);
         }
-        cfg.validate().map_err(cfg_err)?;
+        cfg.check().map_err(cfg_err)?;
         cfg.train.validate()?;
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), String> {
         let d = &self.data;
         if d.clean.is_empty() {
             return Err("data.clean: name at least one clean footage source".into());
@@ -429,14 +429,14 @@ impl RunConfig {
 }
 
 /// The data of one stage.
-enum Data {
+enum StageData {
     Synthetic(SyntheticPairs),
     /// Stage 2: real rain with unpaired clean crops, and synthetic pairs over the same clean
     /// footage when `loss.synthetic` is above 0.
     Unpaired(UnpairedCrops, Option<Box<SyntheticPairs>>),
 }
 
-impl Data {
+impl StageData {
     fn load(cfg: &RunConfig) -> Result<(Self, usize), RunError> {
         let crop = cfg.train.crop as u32;
         let seed = cfg.train.seed;
@@ -458,7 +458,7 @@ impl Data {
             Stage::Pretrain => {
                 let n = clean.len();
                 (
-                    Data::Synthetic(cfg.data.synthetic_pairs(clean, crop, seed)),
+                    StageData::Synthetic(cfg.data.synthetic_pairs(clean, crop, seed)),
                     n,
                 )
             }
@@ -478,7 +478,7 @@ impl Data {
                 let synthetic = (cfg.train.loss.synthetic > 0.0)
                     .then(|| Box::new(cfg.data.synthetic_pairs(clean.clone(), crop, seed)));
                 (
-                    Data::Unpaired(UnpairedCrops::new(rainy, clean, crop, seed), synthetic),
+                    StageData::Unpaired(UnpairedCrops::new(rainy, clean, crop, seed), synthetic),
                     n,
                 )
             }
@@ -487,8 +487,8 @@ impl Data {
 
     fn batch(&self, step: u64, n: usize) -> Result<crate::dataset::Batch, RunError> {
         Ok(match self {
-            Data::Synthetic(s) => s.batch(step, n)?,
-            Data::Unpaired(u, _) => u.batch(step, n),
+            StageData::Synthetic(s) => s.batch(step, n)?,
+            StageData::Unpaired(u, _) => u.batch(step, n),
         })
     }
 
@@ -499,7 +499,7 @@ impl Data {
         n: usize,
     ) -> Result<Option<crate::dataset::Batch>, RunError> {
         match self {
-            Data::Unpaired(_, Some(s)) => Ok(Some(s.batch(step, n)?)),
+            StageData::Unpaired(_, Some(s)) => Ok(Some(s.batch(step, n)?)),
             _ => Ok(None),
         }
     }
@@ -577,7 +577,7 @@ pub fn run(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<RunSummary, RunE
     };
     imageio::write_file_atomic(&dir.join(CONFIG_FILE), cfg.to_toml()?.as_bytes())
         .map_err(io_err(dir))?;
-    let (data, frames) = Data::load(cfg)?;
+    let (data, frames) = StageData::load(cfg)?;
     let validation_pairs = match &cfg.data.validation {
         Some(v) => load_validation(v, cfg.data.validation_limit)?,
         None => Vec::new(),
@@ -660,7 +660,7 @@ pub fn run(cfg: &RunConfig, dir: &Path, resume: bool) -> Result<RunSummary, RunE
             trainer.save(&ckpt)?;
         }
         if done % validate_every == 0 || done == total {
-            validation = validate(&trainer, &validation_pairs, done)?;
+            validation = score_validation(&trainer, &validation_pairs, done)?;
             if let Some(v) = &validation {
                 let mut f = std::fs::OpenOptions::new()
                     .create(true)
@@ -806,7 +806,7 @@ pub fn probe_terms(
             truth.display()
         )));
     }
-    let (data, _) = Data::load(cfg)?;
+    let (data, _) = StageData::load(cfg)?;
     let n = cfg.train.batch;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.train.seed);
     let mut sum: Option<super::TermGradients> = None;
@@ -901,7 +901,7 @@ pub fn derain_with(trainer: &Trainer, img: &RgbImage) -> Result<RgbImage, RunErr
         .ok_or_else(|| RunError::Other("output size".into()))
 }
 
-fn validate(
+fn score_validation(
     trainer: &Trainer,
     pairs: &[(String, RgbImage, RgbImage)],
     step: u64,
@@ -991,7 +991,7 @@ fn write_charts(dir: &Path) -> Result<(), RunError> {
 /// A sample grid: for a fixed batch, rows of O | B̂ | R̂ (R̂ shown as |R̂|).
 fn write_samples(
     trainer: &Trainer,
-    data: &Data,
+    data: &StageData,
     dir: &Path,
     step: u64,
     s: usize,
@@ -1088,7 +1088,7 @@ pub fn export(
         "trainer": format!("derain {}", env!("CARGO_PKG_VERSION")),
     });
     // Paths as the shared data folder or the repository names them, not as this machine does.
-    crate::data::portable_paths_in(&mut card.training);
+    crate::devdata::portable_paths_in(&mut card.training);
     card.training["paths"] = serde_json::json!(
         "data paths are relative to the shared data folder ($DERAIN_DATA, or ../shared/data \
          beside the repository); ./ paths to the directory the export ran in"

@@ -6,8 +6,8 @@
 //! folder and training datasets. None of it runs in the car: the GStreamer plugin does not link
 //! this crate.
 
-pub mod data;
 pub mod dataset;
+pub mod devdata;
 pub mod eval;
 pub mod footage;
 pub mod imageio;

@@ -269,8 +269,8 @@ fn bad_inputs_are_refused_with_a_reason() {
 #[test]
 fn yolox_nano_finds_the_two_cars_in_test1() {
     let (Some(model), Some(still)) = (
-        derain_tools::data::shared_path("models/yolox_nano_416.onnx"),
-        derain_tools::data::shared_path("clean-driving/udacity/stills/test1.jpg"),
+        derain_tools::devdata::shared_path("models/yolox_nano_416.onnx"),
+        derain_tools::devdata::shared_path("clean-driving/udacity/stills/test1.jpg"),
     ) else {
         eprintln!(
             "skipping: ../shared/data/models/yolox_nano_416.onnx or \
@@ -324,8 +324,8 @@ fn yolox_nano_finds_the_two_cars_in_test1() {
 #[test]
 fn roi_drops_the_ego_hood_on_bdd_frames() {
     let (Some(model), Some(dir)) = (
-        derain_tools::data::shared_path("models/yolox_nano_416.onnx"),
-        derain_tools::data::shared_path("clean-driving/bdd"),
+        derain_tools::devdata::shared_path("models/yolox_nano_416.onnx"),
+        derain_tools::devdata::shared_path("clean-driving/bdd"),
     ) else {
         eprintln!(
             "skipping: ../shared/data/models/yolox_nano_416.onnx or clean-driving/bdd is absent"

@@ -258,7 +258,7 @@ fn usage_of(pid: u32) -> Option<Usage> {
 /// cleanly with its figures. Its own statistics keep latencies in fixed bins, so only memory,
 /// descriptors and threads are checked here.
 fn soak_derain_run(c: &mut Checks, model: &str, frames_in: u64) {
-    let Some(detector) = derain_tools::data::shared_path("models/yolox_nano_416.onnx") else {
+    let Some(detector) = derain_tools::devdata::shared_path("models/yolox_nano_416.onnx") else {
         println!("phase 4 skipped: no models/yolox_nano_416.onnx in the shared data folder");
         return;
     };
@@ -463,7 +463,7 @@ fn main() {
     }
 
     // Phase 3: derain and the detector.
-    match derain_tools::data::shared_path("models/yolox_nano_416.onnx") {
+    match derain_tools::devdata::shared_path("models/yolox_nano_416.onnx") {
         Some(detector) if detect_frames > 0 && phase("3") => {
             println!(
                 "phase 3: videotestsrc is-live 320x240 RGB @ 15 fps ! queue ! derain ! yolodetect \

@@ -438,8 +438,8 @@ fn boxoverlay_draws_on_the_outline_and_nowhere_far_from_it() {
 
 /// The shared YOLOX-Nano, a dashcam still and the README's reference boxes of its two cars.
 fn yolox_nano() -> Option<(PathBuf, PathBuf)> {
-    let model = derain_tools::data::shared_path("models/yolox_nano_416.onnx");
-    let still = derain_tools::data::shared_path("clean-driving/udacity/stills/test1.jpg");
+    let model = derain_tools::devdata::shared_path("models/yolox_nano_416.onnx");
+    let still = derain_tools::devdata::shared_path("clean-driving/udacity/stills/test1.jpg");
     match (model, still) {
         (Some(m), Some(s)) => Some((m, s)),
         _ => {

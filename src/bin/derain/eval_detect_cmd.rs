@@ -73,7 +73,7 @@ struct PairCounts {
 pub fn run(args: EvalDetectArgs) -> Result<()> {
     let pairs = match &args.pairs {
         Some(p) => p.clone(),
-        None => derain::data::shared_data()
+        None => derain::devdata::shared_data()
             .map(|d| d.join(DEFAULT_PAIRS))
             .context(
                 "no --pairs given and no shared data folder (../shared/data or $DERAIN_DATA) \

@@ -316,8 +316,8 @@ fn fit(a: FitArgs) -> Result<()> {
     model.threshold = best_threshold(&model, &choose_on);
     let val_auc = auc_of(&model, &choose_on);
     model.fitted_on = serde_json::json!({
-        "dry": a.recipe.dry.iter().map(|p| derain::data::portable_path(p)).collect::<Vec<_>>(),
-        "rainy": a.recipe.rainy.iter().map(|p| derain::data::portable_path(p)).collect::<Vec<_>>(),
+        "dry": a.recipe.dry.iter().map(|p| derain::devdata::portable_path(p)).collect::<Vec<_>>(),
+        "rainy": a.recipe.rainy.iter().map(|p| derain::devdata::portable_path(p)).collect::<Vec<_>>(),
         "synthetic_copies_per_dry_frame": a.recipe.synth_copies,
         "presets": a.recipe.presets.iter().map(|p| p.name()).collect::<Vec<_>>(),
         "hard_negatives": a.recipe.hard_negatives,
@@ -328,8 +328,8 @@ fn fit(a: FitArgs) -> Result<()> {
             serde_json::json!("the fitting set")
         } else {
             serde_json::json!({
-                "dry": a.val_dry.iter().map(|p| derain::data::portable_path(p)).collect::<Vec<_>>(),
-                "rainy": a.val_rainy.iter().map(|p| derain::data::portable_path(p)).collect::<Vec<_>>(),
+                "dry": a.val_dry.iter().map(|p| derain::devdata::portable_path(p)).collect::<Vec<_>>(),
+                "rainy": a.val_rainy.iter().map(|p| derain::devdata::portable_path(p)).collect::<Vec<_>>(),
             })
         },
         "auc_fitting_set": train_auc,
@@ -424,7 +424,7 @@ fn eval(a: EvalArgs) -> Result<()> {
             let mut sorted = scores.clone();
             sorted.sort_by(f64::total_cmp);
             let median = sorted[sorted.len() / 2];
-            let name = derain::data::portable_path(p);
+            let name = derain::devdata::portable_path(p);
             println!(
                 "{name:<60} {:>6} {median:>8.4} {mean:>8.4}  {} of {} {}",
                 scores.len(),
@@ -525,7 +525,7 @@ fn cv(a: CvArgs) -> Result<()> {
         .recipe
         .rainy
         .iter()
-        .map(|p| derain::data::portable_path(p))
+        .map(|p| derain::devdata::portable_path(p))
         .collect();
     println!(
         "{:<50} {:>6} {:>7} {:>8} {:>8}",

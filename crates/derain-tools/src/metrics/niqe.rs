@@ -171,10 +171,10 @@ impl Niqe {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
         // Where the shared copy is, or where it would be (for the error message).
-        let shared = crate::data::shared_path(SHARED_MODEL).unwrap_or_else(|| {
-            std::env::var_os(crate::data::DATA_ENV)
+        let shared = crate::devdata::shared_path(SHARED_MODEL).unwrap_or_else(|| {
+            std::env::var_os(crate::devdata::DATA_ENV)
                 .map(PathBuf::from)
-                .unwrap_or_else(crate::data::beside_the_repository)
+                .unwrap_or_else(crate::devdata::beside_the_repository)
                 .join(SHARED_MODEL)
         });
         locate_from(explicit, env.as_deref(), &shared)
