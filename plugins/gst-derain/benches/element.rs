@@ -25,6 +25,9 @@
 //!                                                                  times count from when each
 //!                                                                  frame was due; default 0:
 //!                                                                  back to back)
+//!   BENCH_SCORE_INTERVAL=1000 cargo bench ...                   (the raining element's
+//!                                                                  score-interval; default: the
+//!                                                                  element's own)
 //!   BENCH_DETECTOR=$PWD/runs/rain-detector.onnx cargo bench ...  (score with this rain detector
 //!                                                                  network instead of the
 //!                                                                  embedded scorer: the dry case
@@ -190,6 +193,14 @@ fn throughput(model: &Model, path: &Path, sizes: &str, rounds: usize) {
             .expect("element");
         let detector = std::env::var("BENCH_DETECTOR").unwrap_or_default();
         el.set_property("rain-detector", &detector);
+        // The element's default unless BENCH_SCORE_INTERVAL says otherwise (a large value
+        // prices the element without its rain score).
+        if let Some(n) = std::env::var("BENCH_SCORE_INTERVAL")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            el.set_property("score-interval", n);
+        }
         let (mut harness, info) = rgb_harness(&el, w, h);
         let make_buffer = || rgb_buffer(&info, &pixels);
         harness
