@@ -309,13 +309,7 @@ impl<N: Network> Derainer<N> {
         if self.layout.is_none() {
             return Err(DerainError::NotConfigured);
         }
-        let (hp, wp) = self.padded;
-        self.tensor.fill(0.0);
-        let started = Instant::now();
-        self.network
-            .run_padded(&self.tensor, hp, wp, |_| ())
-            .map_err(DerainError::Run)?;
-        Ok(started.elapsed())
+        self.run_blank()
     }
 
     /// [`Derainer::warm_up`] for `width`×`height` frames before a layout is known (a network
@@ -328,6 +322,11 @@ impl<N: Network> Derainer<N> {
         height: usize,
     ) -> Result<Duration, DerainError<N::Error>> {
         self.reserve(width, height)?;
+        self.run_blank()
+    }
+
+    /// One run on a blank tensor of the current padded size; how long it took.
+    fn run_blank(&mut self) -> Result<Duration, DerainError<N::Error>> {
         let (hp, wp) = self.padded;
         self.tensor.fill(0.0);
         let started = Instant::now();
