@@ -1436,7 +1436,7 @@ mod tests {
             let objective = &g.terms.last().unwrap().1[which];
             let mut sum = objective.zeros_like();
             for (_, v) in &g.terms[..g.terms.len() - 1] {
-                sum = sum + &v[which];
+                sum += &v[which];
             }
             let err = (&sum - objective).norm().double_value(&[]);
             let scale = objective.norm().double_value(&[]).max(1e-12);
