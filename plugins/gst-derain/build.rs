@@ -5,7 +5,12 @@ fn main() {
     gst_plugin_version_helper::info();
     println!("cargo::rustc-check-cfg=cfg(derain_embed_r9)");
     println!("cargo::rustc-check-cfg=cfg(derain_embed_lite)");
-    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    // Read when the script runs, not baked in when it is compiled: a build-script binary that
+    // cargo reuses from a checkout at another path must still look in this one.
+    let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR") else {
+        return;
+    };
+    let models = std::path::Path::new(&dir).join("../../models");
     println!("cargo::rerun-if-changed={}", models.display());
     for (file, cfg) in [
         ("derain-r9.onnx", "derain_embed_r9"),
