@@ -519,3 +519,48 @@ fn the_unpaired_camvid_configs_run_and_refuse_paired_rain() {
         .to_string();
     assert!(e.contains("clean partners"), "{e}");
 }
+
+#[test]
+fn probe_terms_refuses_what_it_cannot_weigh() {
+    let tmp = tempfile::tempdir().unwrap();
+    data(tmp.path());
+    let cfg = RunConfig::parse(CONFIG, "test", Some(tmp.path()), &["run.steps=2".into()]).unwrap();
+    let dir = tmp.path().join("run");
+    run::run(&cfg, &dir, false).unwrap();
+    let ckpt = dir.join(CHECKPOINT_FILE);
+    let truth = tmp.path().join("val");
+    let message = |r: Result<Vec<derain::train::TermAlignment>, RunError>| match r {
+        Ok(_) => panic!("probe-terms accepted a bad input"),
+        Err(e) => e.to_string(),
+    };
+    // Stage 1 has no unpaired terms.
+    let e = message(run::probe_terms(&cfg, &ckpt, &truth, 2));
+    assert!(e.contains("anlcl"), "{e}");
+    // Stage 2, rainy frames in their own folder (no clean partners beside them).
+    let rain = tmp.path().join("rain");
+    std::fs::create_dir_all(&rain).unwrap();
+    std::fs::copy(truth.join("rainy/v0.png"), rain.join("r0.png")).unwrap();
+    let stage2 = RunConfig::parse(
+        CONFIG,
+        "test",
+        Some(tmp.path()),
+        &[
+            "train.stage=\"anlcl\"".into(),
+            "data.rainy=[\"rain\"]".into(),
+        ],
+    )
+    .unwrap();
+    let e = message(run::probe_terms(&stage2, &ckpt, &truth, 0));
+    assert!(e.contains("--batches"), "{e}");
+    // The 36x28 truth pair holds no 32 px crop.
+    let e = message(run::probe_terms(&stage2, &ckpt, &truth, 1));
+    assert!(e.contains("no pair holds a 32px crop"), "{e}");
+    // A truth folder that is not there is named.
+    let e = message(run::probe_terms(
+        &stage2,
+        &ckpt,
+        &tmp.path().join("nope"),
+        1,
+    ));
+    assert!(e.contains("nope"), "{e}");
+}
